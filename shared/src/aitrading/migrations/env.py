@@ -1,0 +1,3 @@
+from aitrading.db import run_migrations_in_env
+
+run_migrations_in_env()

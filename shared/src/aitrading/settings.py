@@ -1,0 +1,69 @@
+"""One settings object per service, built once from the environment and `*_FILE` secrets.
+
+A variable `FOO_FILE=/run/secrets/foo` fills the field `foo` with that file's content (stripped), so
+compose and Kubernetes secrets never sit in the environment. Services subclass `ServiceSettings` and
+add only their own fields.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Set by each service's Settings subclass as a class default.
+    service_name: str = "service"
+    version: str = "0.1.0"
+    environment: str = "development"
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: the registry port of `service_name`
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/aitrading"
+    database_pool_size: int = 10
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str | None = None
+    # The user-service JWKS endpoint; derived from the registry when unset.
+    jwks_url: str | None = None
+    jwt_issuer: str = "aitrading-user-service"
+    jwt_audience: str = "aitrading"
+    # Address override per service, e.g. SERVICE_URLS='{"user-service": "http://10.0.0.5:8009"}'.
+    service_urls: dict[str, str] = {}
+    # Credentials this service uses to obtain service-to-service tokens from user-service.
+    service_client_secret: SecretStr | None = None
+    heartbeat_interval_s: float = 5.0
+    shutdown_grace_s: float = 10.0
+    cors_origins: list[str] = []
+
+    _file_suffix: ClassVar[str] = "_FILE"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in cls.model_fields:
+            path = os.environ.get(f"{name.upper()}{cls._file_suffix}")
+            if path and name not in data:
+                data[name] = Path(path).read_text().strip()
+        return data
+
+    @property
+    def listen_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        from aitrading.registry import REGISTRY
+
+        return REGISTRY[self.service_name].port
+
+    @property
+    def db_schema(self) -> str:
+        return self.service_name.replace("-", "_")
