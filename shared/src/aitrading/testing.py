@@ -8,9 +8,16 @@ server: without `REDIS_URL` the Redis-backed tests are skipped and the in-proces
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aitrading.db import Database, get_session
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +58,77 @@ def redis_url() -> str:
     if not url:
         pytest.skip("REDIS_URL is not set: Redis-backed behaviour is not tested on this machine")
     return url
+
+
+@asynccontextmanager
+async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan (its real components start) and give a client speaking ASGI to it."""
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@asynccontextmanager
+async def rolled_back(app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """Bind every request session of `app` to one transaction that is rolled back at the end.
+
+    Routes still commit: with `create_savepoint` their commit releases a savepoint inside the outer
+    transaction, so a test sees its own writes and leaves nothing behind.
+    """
+    db: Database = app.state.db
+    async with db.engine.connect() as conn:
+        outer = await conn.begin()
+
+        def session() -> AsyncSession:
+            return AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+        async def request_session() -> AsyncIterator[AsyncSession]:
+            async with session() as s:
+                try:
+                    yield s
+                    await s.commit()
+                except BaseException:
+                    await s.rollback()
+                    raise
+
+        app.dependency_overrides[get_session] = request_session
+        try:
+            async with session() as test_session:
+                yield test_session
+        finally:
+            app.dependency_overrides.pop(get_session, None)
+            await outer.rollback()
+
+
+@asynccontextmanager
+async def serve_app(app: FastAPI, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free port in this event loop; yields its base URL.
+
+    A real socket, unlike ASGITransport: for tests of clients (JWKS fetches, the service client, provider
+    adapters) that must see real connections, timeouts and refusals. The server stops on exit.
+    """
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="auto",
+                            timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"serve_app:{port}")
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # start-up failed: raise its error
+                raise RuntimeError("the test server stopped before it started")
+            await asyncio.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
