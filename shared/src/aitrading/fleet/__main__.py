@@ -1,0 +1,5 @@
+"""`python -m aitrading.fleet run | stop | status`."""
+
+from aitrading.fleet.cli import main
+
+raise SystemExit(main())
