@@ -37,7 +37,8 @@ def test_log_lines_are_json_with_request_id_and_redacted_secrets(capsys: pytest.
     configure_logging("test-service", "INFO", json=True)
     token = request_id_var.set("req-42")
     try:
-        structlog.get_logger("t").info("login", password="hunter2", headers={"Authorization": "Bearer abc.def"},
+        structlog.get_logger("t").info("login", password="hunter2",
+                                       headers={"Authorization": "Bearer abc.def"},
                                        note="sent Bearer eyJhbGciOi.payload.sig")
     finally:
         request_id_var.reset(token)

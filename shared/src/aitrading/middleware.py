@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -22,6 +23,25 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """True when no request is in flight within `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -60,12 +80,12 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, rid_bytes)]
             await send(message)
 
-        self.inflight.count += 1
+        self.inflight.enter()
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.inflight.count -= 1
+            self.inflight.leave()
             self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -62,7 +62,8 @@ _SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec("subscription-service", 8023, "plans, subscriptions, invoices",
                 ("plans", "subscriptions", "invoices")),
     ServiceSpec("payment-service", 8024, "payments, refunds, ledger", ("payments", "webhooks/payments")),
-    ServiceSpec("multi-agent-coordinator", 8030, "agent registry and consensus rounds", ("agents", "consensus")),
+    ServiceSpec("multi-agent-coordinator", 8030, "agent registry and consensus rounds",
+                ("agents", "consensus")),
     ServiceSpec("decision-engine", 8031, "turning agent votes into decisions", ("decisions",)),
 )
 

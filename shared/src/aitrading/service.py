@@ -95,7 +95,7 @@ def create_service(
         if db is None or event_bus is None:
             raise ValueError("the outbox needs both the database and the event bus")
         components.append(OutboxRelay(db, event_bus))
-    components.extend([cache, client, *resources])
+    components.extend([cache, client, verifier, *resources])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,10 +220,7 @@ def _install_probes(app: FastAPI, settings: ServiceSettings, components: Sequenc
 
 
 async def _drain(inflight: InFlight, grace_s: float) -> None:
-    deadline = time.monotonic() + grace_s
-    while inflight.count > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if inflight.count > 0:
+    if not await inflight.wait_idle(grace_s):
         _log.warning("shutdown grace elapsed with requests in flight", in_flight=inflight.count)
 
 
