@@ -16,9 +16,16 @@ from aitrading.settings import ServiceSettings
 def test_file_secret_fills_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = tmp_path / "db_url"
     secret.write_text("postgresql://svc@db:5432/prod\n")
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://plain@db:5432/prod")
     monkeypatch.setenv("DATABASE_URL_FILE", str(secret))
     assert ServiceSettings().database_url == "postgresql://svc@db:5432/prod"
+
+
+def test_file_secret_fills_structured_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "urls"
+    secret.write_text('{"user-service": "http://users:8009"}')
+    monkeypatch.setenv("SERVICE_URLS_FILE", str(secret))
+    assert ServiceSettings().service_urls == {"user-service": "http://users:8009"}
 
 
 def test_explicit_value_wins_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

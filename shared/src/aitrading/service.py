@@ -103,6 +103,7 @@ def create_service(
             hook(app)
         started: list[Resource] = []
         beat: asyncio.Task[None] | None = None
+        stop_beating = asyncio.Event()
         try:
             for component in components:
                 await component.start()
@@ -110,16 +111,17 @@ def create_service(
             for startup in on_startup:
                 await startup(app)
             if heartbeat and event_bus is not None:
-                beat = asyncio.create_task(_heartbeat(app, event_bus), name="heartbeat")
+                beat = asyncio.create_task(_heartbeat(app, event_bus, stop_beating), name="heartbeat")
             _log.info("service started", port=settings.listen_port, version=settings.version)
             yield
         finally:
             inflight.draining = True
             await _drain(inflight, settings.shutdown_grace_s)
             if beat is not None:
-                beat.cancel()
-                with suppress(asyncio.CancelledError):
-                    await beat
+                # Stopped, not cancelled: a publish cancelled mid-flush leaves nats-py waiting on a
+                # pong that never resolves, which would stall the goodbye below.
+                stop_beating.set()
+                await beat
                 if event_bus is not None and event_bus.connected:
                     with suppress(Exception):
                         await event_bus.publish(_fleet_event(app, "fleet.stopped"))
@@ -239,15 +241,16 @@ def _fleet_event(app: FastAPI, kind: str) -> Event:
     return Event.new(kind, f"{kind}.{settings.service_name}", data, source=settings.service_name)
 
 
-async def _heartbeat(app: FastAPI, bus: EventBus) -> None:
+async def _heartbeat(app: FastAPI, bus: EventBus, stop: asyncio.Event) -> None:
     interval = app.state.settings.heartbeat_interval_s
-    while True:
+    while not stop.is_set():
         if bus.connected:
             try:
                 await bus.publish(_fleet_event(app, "fleet.heartbeat"))
             except Exception as exc:  # a missed beat is harmless; the next one follows
                 _log.warning("heartbeat not sent", error=repr(exc))
-        await asyncio.sleep(interval)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def run(app: FastAPI) -> None:

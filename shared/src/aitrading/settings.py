@@ -1,7 +1,7 @@
 """One settings object per service, built once from the environment and `*_FILE` secrets.
 
 A variable `FOO_FILE=/run/secrets/foo` fills the field `foo` with that file's content (stripped), so
-compose and Kubernetes secrets never sit in the environment. Services subclass `ServiceSettings` and
+compose and Kubernetes secrets never sit in the environment; the file beats a plain `FOO`. Services subclass `ServiceSettings` and
 add only their own fields.
 """
 
@@ -9,10 +9,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Reads field `foo` from the file named by the environment variable `FOO_FILE`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        path = os.environ.get(f"{field_name.upper()}_FILE")
+        if not path:
+            return None, field_name, False
+        return Path(path).read_text().strip(), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            raw, key, is_complex = self.get_field_value(field, name)
+            if raw is not None:
+                values[key] = self.prepare_field_value(name, field, raw, is_complex)
+        return values
 
 
 class ServiceSettings(BaseSettings):
@@ -43,18 +62,19 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = 10.0
     cors_origins: list[str] = []
 
-    _file_suffix: ClassVar[str] = "_FILE"
-
-    @model_validator(mode="before")
     @classmethod
-    def _read_secret_files(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        for name in cls.model_fields:
-            path = os.environ.get(f"{name.upper()}{cls._file_suffix}")
-            if path and name not in data:
-                data[name] = Path(path).read_text().strip()
-        return data
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A `*_FILE` secret beats the plain variable, so an override file can move a credential out
+        # of the environment even when a base compose file sets the variable.
+        return (init_settings, SecretFilesSource(settings_cls), env_settings, dotenv_settings,
+                file_secret_settings)
 
     @property
     def listen_port(self) -> int:
