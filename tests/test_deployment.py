@@ -181,6 +181,8 @@ def test_services_reach_each_other_and_the_infrastructure_by_compose_name(
     assert env["CLICKHOUSE_URL"].startswith("http://") and "@clickhouse:8123" in env["CLICKHOUSE_URL"]
     assert env["JWKS_URL"] == "http://user-service:8009/.well-known/jwks.json"
     assert json.loads(env["SERVICE_URLS"]) == urls_by_name()
+    # An image has no checkout to discover services from: the gateway and the hub read this list.
+    assert json.loads(env["DEPLOYED_SERVICES"]) == [s.name for s in SERVICES]
 
 
 @pytest.mark.parametrize("spec", SERVICES, ids=SERVICE_IDS)
@@ -395,6 +397,7 @@ def test_k8s_runs_each_implemented_service_on_its_port_with_probes(spec: Service
 def test_k8s_shared_config_addresses_every_service_by_its_service_name() -> None:
     data = k8s_object("ConfigMap", "aitrading-shared")["data"]
     assert json.loads(data["SERVICE_URLS"]) == urls_by_name()
+    assert json.loads(data["DEPLOYED_SERVICES"]) == [s.name for s in SERVICES]
     assert data["HOST"] == "0.0.0.0"
     assert data["NATS_URL"].startswith("nats://") and data["DATABASE_URL_FILE"].startswith("/run/secrets/")
 

@@ -62,7 +62,9 @@ _SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec("compliance-monitor", 8022, "surveillance, KYC gate, reports", ("compliance",)),
     ServiceSpec("subscription-service", 8023, "plans, subscriptions, invoices",
                 ("plans", "subscriptions", "invoices")),
-    ServiceSpec("payment-service", 8024, "payments, refunds, ledger", ("payments", "webhooks/payments")),
+    # Provider webhooks carry their own signature instead of a user's token.
+    ServiceSpec("payment-service", 8024, "payments, refunds, ledger", ("payments", "webhooks/payments"),
+                public_prefixes=("webhooks/payments",)),
     ServiceSpec("multi-agent-coordinator", 8030, "agent registry and consensus rounds",
                 ("agents", "consensus")),
     ServiceSpec("decision-engine", 8031, "turning agent votes into decisions", ("decisions",)),
@@ -80,6 +82,14 @@ def implemented(root: Path | None = None) -> list[ServiceSpec]:
     """The catalogue entries that exist as a service folder in this checkout, in catalogue order."""
     base = root or repo_root()
     return [spec for spec in _SPECS if (spec.source_dir(base) / "pyproject.toml").exists()]
+
+
+def deployed(names: list[str] | None, root: Path | None = None) -> list[ServiceSpec]:
+    """The services of a deployment in catalogue order: `names` when given, else `implemented()`."""
+    if names is None:
+        return implemented(root)
+    wanted = set(names)
+    return [spec for spec in _SPECS if spec.name in wanted]
 
 
 def owner_of(path: str) -> ServiceSpec | None:

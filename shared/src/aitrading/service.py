@@ -70,11 +70,13 @@ def create_service(
     on_shutdown: Sequence[Hook] = (),
     description: str = "",
     heartbeat: bool = True,
+    app_class: type[FastAPI] = FastAPI,
 ) -> FastAPI:
     """Build a service app.
 
     `configure` hooks run once the components exist and before they start (register durable
     consumers there); `on_startup` hooks run after everything started; `on_shutdown` before it stops.
+    `app_class` lets a service put raw ASGI in front of FastAPI (the gateway's proxy does).
     """
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     metrics = ServiceMetrics(settings.service_name)
@@ -135,7 +137,7 @@ def create_service(
             _log.info("service stopped")
 
     spec = REGISTRY.get(settings.service_name)
-    app = FastAPI(
+    app = app_class(
         title=settings.service_name,
         version=settings.version,
         description=description or (spec.summary if spec else ""),

@@ -1,8 +1,8 @@
 """One settings object per service, built once from the environment and `*_FILE` secrets.
 
 A variable `FOO_FILE=/run/secrets/foo` fills the field `foo` with that file's content (stripped), so
-compose and Kubernetes secrets never sit in the environment; the file beats a plain `FOO`. Services subclass `ServiceSettings` and
-add only their own fields.
+compose and Kubernetes secrets never sit in the environment; the file beats a plain `FOO`. Services
+subclass `ServiceSettings` and add only their own fields.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "aitrading"
     # Address override per service, e.g. SERVICE_URLS='{"user-service": "http://10.0.0.5:8009"}'.
     service_urls: dict[str, str] = {}
+    # The services this deployment runs (the gateway routes to them, central-hub expects them).
+    # Unset: the service folders of this checkout; an installed image has none, so compose and
+    # Kubernetes set DEPLOYED_SERVICES.
+    deployed_services: list[str] | None = None
     # Credentials this service uses to obtain service-to-service tokens from user-service.
     service_client_secret: SecretStr | None = None
     heartbeat_interval_s: float = 5.0

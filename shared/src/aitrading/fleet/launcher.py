@@ -255,7 +255,9 @@ class Fleet:
     def service_env(self, name: str) -> dict[str, str]:
         """The environment service `name` runs with: ours, the infra URLs, its port."""
         # PORT always: a stray PORT in our own environment would put every service on one port.
-        env = {**self._env, **self.infra.service_env(), "PORT": str(self.port(name)), "PYTHONUNBUFFERED": "1"}
+        env = {**self._env, **self.infra.service_env(), "PORT": str(self.port(name)), "PYTHONUNBUFFERED": "1",
+               # What runs here: the gateway routes to these, central-hub expects them.
+               "DEPLOYED_SERVICES": json.dumps([spec.name for spec in self.services])}
         if self.port_offset:
             env["SERVICE_URLS"] = json.dumps({name: self.url(name) for name in REGISTRY})
         return env
