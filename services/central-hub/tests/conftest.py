@@ -68,7 +68,7 @@ HubFactory = Callable[..., AbstractAsyncContextManager[RunningHub]]
 
 @pytest.fixture
 def hub(nats_url: str, issuer: Issuer) -> HubFactory:
-    """Start a hub over real HTTP: `async with hub(fleet_services=[...], ...) as running:`."""
+    """Start a hub over real HTTP: `async with hub(deployed_services=[...], ...) as running:`."""
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[RunningHub]:

@@ -55,7 +55,7 @@ def by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_fleet_routes_refuse_a_caller_without_a_token(hub: HubFactory) -> None:
-    async with hub(fleet_services=[]) as running:
+    async with hub(deployed_services=[]) as running:
         for path in ("/health", "/instances", "/dependencies"):
             response = await httpx.AsyncClient(base_url=running.url).get(f"/api/v1/fleet{path}")
             assert response.status_code == 401
@@ -65,7 +65,7 @@ async def test_fleet_routes_refuse_a_caller_without_a_token(hub: HubFactory) -> 
 async def test_a_running_service_appears_with_what_its_heartbeat_says(
         hub: HubFactory, fleet_service: ServiceFactory) -> None:
     name = unique("alive")
-    async with hub(fleet_services=[name]) as running, fleet_service(name) as service:
+    async with hub(deployed_services=[name]) as running, fleet_service(name) as service:
         async def announced_port() -> list[dict[str, Any]]:
             found = await instances_of(running.client, name)
             return found if found and found[0]["port"] == service.port else []
@@ -81,7 +81,7 @@ async def test_a_running_service_appears_with_what_its_heartbeat_says(
 async def test_fleet_health_probes_each_service_over_http(
         hub: HubFactory, fleet_service: ServiceFactory) -> None:
     name = unique("probed")
-    async with fleet_service(name) as service, hub(fleet_services=[name],
+    async with fleet_service(name) as service, hub(deployed_services=[name],
                                                    service_urls={name: service.url}) as running:
         await eventually(lambda: instances_of(running.client, name))
         body = await health(running.client)
@@ -103,7 +103,7 @@ async def test_a_service_that_stops_is_dropped_from_instances_and_reported_unrea
         kept = await stack.enter_async_context(fleet_service(staying))
         gone = await leaving_stack.enter_async_context(fleet_service(leaving))
         running = await stack.enter_async_context(
-            hub(fleet_services=[staying, leaving], service_urls={staying: kept.url, leaving: gone.url}))
+            hub(deployed_services=[staying, leaving], service_urls={staying: kept.url, leaving: gone.url}))
         await eventually(lambda: instances_of(running.client, leaving))
         assert (await health(running.client))["status"] == "ok"
 
@@ -127,7 +127,7 @@ async def test_a_service_answering_health_with_an_error_is_unhealthy(hub: HubFac
     async def failing() -> JSONResponse:
         return JSONResponse({"status": "failing", "version": "1.2.3"}, status_code=503)
 
-    async with serve_app(app) as url, hub(fleet_services=[name], service_urls={name: url}) as running:
+    async with serve_app(app) as url, hub(deployed_services=[name], service_urls={name: url}) as running:
         body = await health(running.client)
 
     entry = by_name(body)[name]
@@ -148,7 +148,7 @@ async def test_a_service_too_slow_to_answer_is_unreachable_within_the_probe_time
             await asyncio.sleep(1)
         return {"status": "ok", "version": "0.0.1"}
 
-    async with serve_app(app) as url, hub(fleet_services=[slow, fast], probe_timeout_s=0.3,
+    async with serve_app(app) as url, hub(deployed_services=[slow, fast], probe_timeout_s=0.3,
                                           service_urls={slow: f"{url}/slow", fast: f"{url}/fast"}) as running:
         started = time.monotonic()
         body = await health(running.client)
@@ -163,7 +163,7 @@ async def test_a_service_too_slow_to_answer_is_unreachable_within_the_probe_time
 
 async def test_a_service_with_no_address_and_no_heartbeat_is_unreachable(hub: HubFactory) -> None:
     name = unique("nowhere")
-    async with hub(fleet_services=[name]) as running:
+    async with hub(deployed_services=[name]) as running:
         body = await health(running.client)
     assert body == {"status": "down", "checked_at": body["checked_at"], "services": [
         {"name": name, "status": "unreachable", "version": None, "latency_ms": None, "instances": 0,
@@ -174,7 +174,7 @@ async def test_malformed_fleet_events_are_ignored(hub: HubFactory, nats_url: str
     import nats
 
     name = unique("garbled")
-    async with hub(fleet_services=[name]) as running:
+    async with hub(deployed_services=[name]) as running:
         connection = await nats.connect(nats_url)
         try:
             await connection.publish(f"fleet.heartbeat.{name}", b"not an event")
@@ -191,7 +191,7 @@ async def test_malformed_fleet_events_are_ignored(hub: HubFactory, nats_url: str
 
 
 async def test_dependencies_list_every_registry_service_and_its_edges(hub: HubFactory) -> None:
-    async with hub(fleet_services=["api-gateway", "user-service", "central-hub"]) as running:
+    async with hub(deployed_services=["api-gateway", "user-service", "central-hub"]) as running:
         response = await running.client.get("/api/v1/fleet/dependencies")
     assert response.status_code == 200
     body = response.json()

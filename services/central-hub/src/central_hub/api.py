@@ -94,7 +94,7 @@ Prober = Annotated[HealthProber, Depends(_prober)]
 
 
 def _deployed(settings: Settings, view: FleetView) -> list[str]:
-    return services_to_assess(settings.fleet_services, (spec.name for spec in implemented()),
+    return services_to_assess(settings.deployed_services, (spec.name for spec in implemented()),
                               view.services_heard)
 
 

@@ -16,7 +16,3 @@ class Settings(ServiceSettings):
     forget_after_s: float = 300.0
     # How long a /health probe may take before the service counts as unreachable.
     probe_timeout_s: float = 1.0
-    # The services the fleet should have. Unset: the service folders of this checkout
-    # (aitrading.registry.implemented()) plus every service heard from; in a container, where there
-    # is no checkout, that is the services that sent a heartbeat since the hub started.
-    fleet_services: list[str] | None = None
