@@ -242,6 +242,10 @@ class EventBus:
             if pending:
                 await asyncio.wait(pending, timeout=self.publish_timeout_s)
         except (nats.errors.Error, TimeoutError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # nats-py reports a cancelled wait as a stall; the caller asked to stop, not to retry.
+                raise asyncio.CancelledError from exc
             failure = repr(exc)
         failures = [_failure(ack, flushed) for ack in acks]  # also retrieves every exception
         confirmed = next((i for i, reason in enumerate(failures) if reason is not None), len(acks))

@@ -51,8 +51,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _valid_request_id(value: str | None) -> bool:
-    return value is not None and 0 < len(value) <= 128 and value.isprintable()
+def _valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isprintable()
 
 
 class RequestContextMiddleware:
@@ -66,7 +66,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, REQUEST_ID_HEADER)
-        request_id = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming is not None and _valid_request_id(incoming) else uuid.uuid4().hex
         rid_token = request_id_var.set(request_id)
         auth_token = authorization_var.set(_header(scope, b"authorization"))
         status = 500

@@ -17,8 +17,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 import structlog
@@ -34,8 +33,9 @@ def _describe(exc: BaseException) -> str:
 _log = structlog.get_logger("aitrading.ratelimit")
 
 
-@dataclass(frozen=True, slots=True)
-class RateDecision:
+class RateDecision(NamedTuple):
+    """Immutable and cheap to build (a tuple): the gateway makes one per request."""
+
     allowed: bool
     limit: int  # the bucket capacity
     remaining: int  # whole tokens left after this hit
