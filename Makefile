@@ -26,7 +26,6 @@ test-fast: setup  ## everything but the tests that start processes
 
 lint: setup
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen ruff format --check .
 
 typecheck: setup
 	$(UV) run --frozen mypy shared/src services/*/src

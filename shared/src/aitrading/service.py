@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
@@ -268,3 +268,13 @@ def run(app: FastAPI) -> None:
         loop="uvloop",
         http="httptools",
     )
+
+
+def from_state(attribute: str) -> Callable[[Request], Any]:
+    """A dependency giving `app.state.<attribute>`: `Annotated[Thing, Depends(from_state("thing"))]`."""
+
+    def dependency(request: Request) -> Any:
+        return getattr(request.app.state, attribute)
+
+    dependency.__name__ = f"app_state_{attribute}"
+    return dependency

@@ -1,10 +1,10 @@
 """The gateway's routing table: which upstream serves a path, and which paths are public.
 
 Built once at start-up from the service registry (`aitrading.registry`) and the settings. Only the
-deployed services (DEPLOYED_SERVICES, else the service folders of this checkout) and user-service are
-routed: a path whose owner is not among them is unknown (404), never a connection attempt to a
-service that does not exist. The lookup is a dictionary probe per prefix depth, so it costs the same for every path
-(the same answer as `registry.owner_of`, which scans the catalogue).
+deployed services (DEPLOYED_SERVICES, else the service folders of this checkout) and user-service
+are routed: a path whose owner is not among them is unknown (404), never a connection attempt to a
+service that does not exist. The lookup is a dictionary probe per prefix depth, so it costs the same
+for every path (the same answer as `registry.owner_of`, which scans the catalogue).
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from aitrading.auth import CurrentUser
 from aitrading.registry import REGISTRY, implemented
+from aitrading.service import from_state
 from central_hub.dependencies import dependency_graph, entry_path
 from central_hub.fleet_health import assess_fleet, services_to_assess
 from central_hub.fleet_view import FleetState, FleetView, ServiceState
@@ -73,24 +74,9 @@ class DependenciesOut(BaseModel):
     edges: list[EdgeOut]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _view(request: Request) -> FleetView:
-    view: FleetView = request.app.state.fleet
-    return view
-
-
-def _prober(request: Request) -> HealthProber:
-    prober: HealthProber = request.app.state.prober
-    return prober
-
-
-HubSettings = Annotated[Settings, Depends(_settings)]
-View = Annotated[FleetView, Depends(_view)]
-Prober = Annotated[HealthProber, Depends(_prober)]
+HubSettings = Annotated[Settings, Depends(from_state("settings"))]
+View = Annotated[FleetView, Depends(from_state("fleet"))]
+Prober = Annotated[HealthProber, Depends(from_state("prober"))]
 
 
 def _deployed(settings: Settings, view: FleetView) -> list[str]:

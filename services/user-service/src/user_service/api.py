@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aitrading.auth import AdminUser, CurrentUser, Principal
 from aitrading.db import DbSession
 from aitrading.errors import DomainError, Forbidden
+from aitrading.service import from_state
 from user_service import api_keys, service_credentials, users
 from user_service.settings import Settings
 from user_service.sign_in import Authenticator, TokenPair
@@ -27,24 +28,9 @@ from user_service.tokens import KeyRing, TokenIssuer
 router = APIRouter()
 
 
-def _authenticator(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator
-
-
-def _keys(request: Request) -> KeyRing:
-    keys: KeyRing = request.app.state.keys
-    return keys
-
-
-def _tokens(request: Request) -> TokenIssuer:
-    tokens: TokenIssuer = request.app.state.tokens
-    return tokens
-
-
-Auth = Annotated[Authenticator, Depends(_authenticator)]
-Keys = Annotated[KeyRing, Depends(_keys)]
-Tokens = Annotated[TokenIssuer, Depends(_tokens)]
+Auth = Annotated[Authenticator, Depends(from_state("authenticator"))]
+Keys = Annotated[KeyRing, Depends(from_state("keys"))]
+Tokens = Annotated[TokenIssuer, Depends(from_state("tokens"))]
 
 
 def _now() -> datetime:
