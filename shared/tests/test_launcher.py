@@ -422,3 +422,20 @@ def test_stop_cleans_up_after_a_launcher_that_was_killed(tmp_path: Path) -> None
     assert "stopped leftovers of an earlier run: NATS, PostgreSQL" in stop.stdout, stop.stdout
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
     assert not (data_dir / "nats" / "nats.pid").exists()
+
+
+def test_make_run_takes_infrastructure_urls_from_dot_env(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "NATS_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://ops@10.1.2.3:5432/platform\n"
+                                   "NATS_URL=nats://10.1.2.4:4222\n")
+    fleet = Fleet(tmp_path / "data", services=[], root=tmp_path)
+    assert fleet.database_url == "postgresql://ops@10.1.2.3:5432/platform"
+    assert fleet.nats_url == "nats://10.1.2.4:4222"
+
+
+def test_environment_beats_dot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("NATS_URL=nats://from-dotenv:4222\n")
+    monkeypatch.setenv("NATS_URL", "nats://from-environment:4222")
+    assert Fleet(tmp_path / "data", services=[], root=tmp_path).nats_url == "nats://from-environment:4222"

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from dotenv import dotenv_values
+
 from aitrading.fleet.infra import INFRA_VARS, Infrastructure, hide_password
 from aitrading.fleet.processes import FAILED, HEALTHY, STARTING, ManagedProcess, ProcessSpec, reap_orphans
 from aitrading.fleet.status_table import StatusRow
@@ -90,10 +92,17 @@ def python_module_command(spec: ServiceSpec) -> list[str]:
     return [sys.executable, "-m", spec.package]
 
 
-def _fleet_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    """Our environment, overlaid with `env`; when `env` is given, infra URLs come only from it."""
+def _fleet_env(env: Mapping[str, str] | None, root: Path) -> dict[str, str]:
+    """Our environment, overlaid with `env`; when `env` is given, infra URLs come only from it.
+
+    Without `env` (the `make run` path), `.env` at the checkout root fills what the environment does
+    not set, so DATABASE_URL and friends there decide between external and embedded servers.
+    """
     base = dict(os.environ)
-    if env is not None:
+    if env is None:
+        dotenv = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
+        base = {**dotenv, **base}
+    else:
         for key in INFRA_VARS:
             base.pop(key, None)
         base.update(env)
@@ -128,7 +137,7 @@ class Fleet:
         self.stop_grace_s = stop_grace_s
         self.max_parallel = max(1, max_parallel)
         self.echo = echo
-        self._env = _fleet_env(env)
+        self._env = _fleet_env(env, self.root)
         self.infra = Infrastructure(self.data_dir, self._env)
         self.processes: dict[str, ManagedProcess] = {}
         self._launched = False
