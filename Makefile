@@ -30,8 +30,10 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy shared/src services/*/src
 
-bench: setup  ## side-by-side performance harnesses (print their figures)
-	$(PY) benchmarks/gateway/run.py
+bench: setup  ## side-by-side performance harnesses (print their figures); needs nginx and wrk
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null; }
+	$(PY) benchmarks/gateway/run.py --rounds 3
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
