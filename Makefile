@@ -18,7 +18,9 @@ stop:  ## stop a fleet started by `make run` from another shell
 status:  ## health of a running fleet
 	$(PY) -m aitrading.fleet status
 
-test: setup  ## the whole suite: unit, service, fleet and deployment tests
+test: setup  ## lint and types, then the whole suite: unit, service, fleet and deployment tests
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy shared/src services/*/src
 	$(UV) run --frozen pytest
 
 test-fast: setup  ## everything but the tests that start processes
