@@ -2,7 +2,7 @@
 
 Hashing and verifying are CPU- and memory-heavy by design, so they run in worker threads (never on the
 event loop) and at most `concurrency` at a time. Verifying against an unknown user still costs one
-full verification of a dummy hash, so response time does not tell which emails have accounts.
+full verification of a decoy hash, so response time does not tell which emails have accounts.
 """
 
 from __future__ import annotations
@@ -72,12 +72,12 @@ class Passwords:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
                                       type=Type.ID)
         self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._dummy_hash: str | None = None
+        self._decoy_hash: str | None = None
 
     async def prepare(self) -> None:
-        """Make the dummy hash before the first sign-in, so even that one costs no more than usual."""
-        if self._dummy_hash is None:
-            await self._make_dummy()
+        """Make the decoy hash before the first sign-in, so even that one costs no more than usual."""
+        if self._decoy_hash is None:
+            await self._make_decoy()
 
     async def hash(self, password: str) -> str:
         async with self._slots:
@@ -86,16 +86,16 @@ class Passwords:
     async def verify(self, stored_hash: str | None, password: str) -> Verification:
         """Check `password` against `stored_hash`; None (no such user) costs the same and never matches."""
         if stored_hash is None:
-            dummy = self._dummy_hash or await self._make_dummy()
+            decoy = self._decoy_hash or await self._make_decoy()
             async with self._slots:
-                await asyncio.to_thread(self._verify_sync, dummy, password)
+                await asyncio.to_thread(self._verify_sync, decoy, password)
             return Verification.MISMATCH
         async with self._slots:
             return await asyncio.to_thread(self._verify_sync, stored_hash, password)
 
-    async def _make_dummy(self) -> str:
-        self._dummy_hash = await self.hash("dummy password that matches no one")
-        return self._dummy_hash
+    async def _make_decoy(self) -> str:
+        self._decoy_hash = await self.hash("decoy password that matches no one")
+        return self._decoy_hash
 
     def _verify_sync(self, stored_hash: str, password: str) -> Verification:
         try:
