@@ -179,3 +179,65 @@ async def test_redis_buckets_are_shared_between_limiters(redis_url: str) -> None
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_busy_key_leases_tokens_instead_of_a_round_trip_per_hit(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, namespace=f"lease-{uuid.uuid4().hex[:8]}", max_lease=50)
+    try:
+        k = key()
+        decisions = [await limiter.hit(k, per_minute=12_000) for _ in range(1000)]
+        assert all(d.allowed for d in decisions)
+        # Remaining counts down one per hit, leased or not.
+        assert [d.remaining for d in decisions[:200]] == list(range(11_999, 11_799, -1))
+        assert limiter.round_trips < 100
+    finally:
+        await limiter.stop()
+
+
+async def test_leases_never_let_replicas_exceed_the_bucket(redis_url: str) -> None:
+    namespace = f"lease-{uuid.uuid4().hex[:8]}"
+    replicas = [RedisRateLimiter(redis_url, namespace=namespace, lease_s=30) for _ in range(3)]
+    try:
+        k = key()
+        allowed = 0
+        for _ in range(200):  # 600 hits on a bucket of 400 that refills 0.1 token a second
+            for replica in replicas:
+                allowed += (await replica.hit(k, per_minute=6, burst=400)).allowed
+        assert allowed == 400
+    finally:
+        for replica in replicas:
+            await replica.stop()
+
+
+async def test_a_key_hit_now_and_again_takes_no_lease(redis_url: str) -> None:
+    now = [0.0]
+    limiter = RedisRateLimiter(redis_url, namespace=f"lease-{uuid.uuid4().hex[:8]}", lease_s=0.5,
+                               clock=lambda: now[0])
+    try:
+        k = key()
+        remaining = []
+        for _ in range(5):
+            remaining.append((await limiter.hit(k, per_minute=600, burst=600)).remaining)
+            now[0] += 2.0  # slower than a lease lives: nothing is leased, so nothing is lost
+        assert limiter.round_trips == 5
+        # Each hit took exactly its own token (Redis' clock barely moved, so nothing refilled).
+        assert remaining == [599, 598, 597, 596, 595]
+    finally:
+        await limiter.stop()
+
+
+async def test_concurrent_hits_share_one_round_trip_and_waste_no_tokens(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, namespace=f"lease-{uuid.uuid4().hex[:8]}", lease_s=30)
+    try:
+        k = key()
+        for _ in range(3):  # warm the key so the next round trip takes a lease
+            await limiter.hit(k, per_minute=6, burst=1000)
+        decisions = await asyncio.gather(*(limiter.hit(k, per_minute=6, burst=1000) for _ in range(64)))
+        assert all(d.allowed for d in decisions)
+        # Every token taken from Redis was either a hit or is still leased here: none were overwritten.
+        lease_left = limiter._leases[k].tokens
+        last = await limiter.hit(k, per_minute=6, burst=1000)
+        assert last.remaining == 1000 - 3 - 64 - 1
+        assert lease_left >= 0 and limiter.round_trips < 64
+    finally:
+        await limiter.stop()

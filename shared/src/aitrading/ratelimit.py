@@ -9,10 +9,18 @@ hit with no locks (the event loop serializes it), the Redis one is a single roun
 Redis' clock, so every gateway replica shares one bucket per key. If Redis fails, hits are decided by
 an in-process bucket until it answers again: limits stay enforced per replica instead of failing
 every request or none.
+
+A busy key does not pay a round trip per hit: with the hit it needs, a replica may take a small
+lease of extra tokens from the Redis bucket (never more than the bucket holds, at most 1/20 of its
+capacity, and sized by how busy the key was during the previous lease) and spend them locally for
+`lease_s`. Leased tokens are spent once, so the limit stays exact across replicas; what a lease
+costs is that `RateLimit-Remaining` does not see other replicas' hits until the next round trip, and
+that tokens leased but not used before the lease lapses are lost (at most one lease per key).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -147,12 +155,14 @@ class MemoryRateLimiter:
         """Always ready."""
 
 
-# KEYS[1] bucket; ARGV capacity, tokens per second, cost. Returns {allowed, tokens, retry_after, full_in}
-# with the floats as strings (Redis truncates Lua numbers to integers).
+# KEYS[1] bucket; ARGV capacity, tokens per second, cost, extra tokens wanted as a lease. Returns
+# {allowed, tokens, retry_after, full_in, leased} with the floats as strings (Redis truncates Lua
+# numbers to integers); a lease is granted only with an allowed hit and never exceeds what is left.
 _TOKEN_BUCKET_LUA = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -167,8 +177,10 @@ else
 end
 local allowed = 0
 local retry_after = 0
+local leased = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  leased = math.max(0, math.min(lease, math.floor(tokens - cost)))
+  tokens = tokens - cost - leased
   allowed = 1
 else
   retry_after = (cost - tokens) / rate
@@ -176,17 +188,33 @@ end
 local full_in = (capacity - tokens) / rate
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(full_in * 1000) + 1000)
-return {allowed, tostring(tokens), tostring(retry_after), tostring(full_in)}
+return {allowed, tostring(tokens), tostring(retry_after), tostring(full_in), leased}
 """
 
 
+class _Lease:
+    """Tokens a replica took from a Redis bucket ahead of need, spent locally until `expires_at`."""
+
+    __slots__ = ("capacity", "expires_at", "full_at", "hits", "remaining", "tokens")
+
+    def __init__(self, capacity: int, tokens: int, remaining: int, full_at: float, expires_at: float) -> None:
+        self.capacity = capacity
+        self.tokens = tokens
+        self.remaining = remaining  # the Redis bucket's whole tokens after this lease was taken
+        self.full_at = full_at
+        self.expires_at = expires_at
+        self.hits = 1  # hits decided under this lease, the round trip's own included
+
+
 class RedisRateLimiter:
-    """Buckets in Redis, shared by every replica; one EVALSHA round trip per hit."""
+    """Buckets in Redis, shared by every replica; a round trip per hit, or per lease on a busy key."""
 
     name = "rate-limiter"
 
     def __init__(self, url: str | None = None, *, client: aioredis.Redis | None = None,
-                 namespace: str = "ratelimit", timeout_s: float = 1.0, warn_every_s: float = 10.0) -> None:
+                 namespace: str = "ratelimit", timeout_s: float = 1.0, warn_every_s: float = 10.0,
+                 max_lease: int = 50, lease_s: float = 0.5, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if client is None and not url:
             raise ValueError("a RedisRateLimiter needs a Redis URL or client")
         self._owns_client = client is None
@@ -197,17 +225,60 @@ class RedisRateLimiter:
         self._script = self.redis.register_script(_TOKEN_BUCKET_LUA)
         self._warn_every_s = warn_every_s
         self._warned_at = float("-inf")
+        self.max_lease = max_lease
+        self.lease_s = lease_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._leases: dict[str, _Lease] = {}
+        self._renewing: dict[str, asyncio.Future[None]] = {}
+        self.round_trips = 0
 
     async def hit(self, key: str, *, per_minute: int, burst: int | None = None,
                   cost: int = 1) -> RateDecision:
         capacity, rate = _bucket(per_minute, burst, cost)
+        while True:
+            now = self._clock()
+            lease = self._leases.get(key)
+            if (lease is not None and now < lease.expires_at and lease.capacity == capacity
+                    and lease.tokens >= cost):
+                lease.tokens -= cost
+                lease.hits += 1
+                return RateDecision(True, capacity, lease.remaining + lease.tokens,
+                                    max(0.0, lease.full_at - now), 0.0)
+            renewing = self._renewing.get(key)
+            if renewing is None:
+                break
+            # One round trip per key at a time: concurrent hits wait for its lease instead of each
+            # taking (and overwriting) a lease of their own.
+            await asyncio.shield(renewing)
+        # A lease is worth taking only for a key that was busy under the last one: about as many
+        # tokens as it spent then, so a key hit now and again never has tokens leased and lost.
+        busy = lease.hits if lease is not None and now < lease.expires_at + self.lease_s else 0
+        want = min(self.max_lease, capacity // 20, busy)
+        done = asyncio.get_running_loop().create_future()
+        self._renewing[key] = done
         try:
-            allowed, tokens, retry_after, full_in = await self._script(
-                keys=[f"{self.namespace}:{key}"], args=[capacity, repr(rate), cost])
+            allowed, tokens, retry_after, full_in, leased = await self._script(
+                keys=[f"{self.namespace}:{key}"], args=[capacity, repr(rate), cost, want])
         except (RedisError, OSError) as exc:
             self._warn(exc)
             return self.fallback.hit_now(key, per_minute=per_minute, burst=burst, cost=cost)
-        return RateDecision(bool(allowed), capacity, int(float(tokens)), float(full_in), float(retry_after))
+        finally:
+            del self._renewing[key]
+            done.set_result(None)
+        self.round_trips += 1
+        remaining = int(float(tokens))
+        self._keep_lease(key, _Lease(capacity, int(leased), remaining, now + float(full_in),
+                                     now + self.lease_s))
+        return RateDecision(bool(allowed), capacity, remaining + int(leased), float(full_in),
+                            float(retry_after))
+
+    def _keep_lease(self, key: str, lease: _Lease) -> None:
+        leases = self._leases
+        leases.pop(key, None)  # re-inserted last: the dict's order is least recently renewed first
+        leases[key] = lease
+        while len(leases) > self.max_keys:
+            del leases[next(iter(leases))]
 
     def _warn(self, exc: BaseException) -> None:
         now = time.monotonic()
