@@ -16,7 +16,6 @@ from fastapi import Depends, Request
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
 
 PLATFORM_MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,12 +28,6 @@ def naming_convention_metadata() -> MetaData:
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     })
-
-
-class Base(DeclarativeBase):
-    """Declarative base for services that prefer mapped classes; each service gets its own subclass."""
-
-    metadata = naming_convention_metadata()
 
 
 def to_async_url(url: str) -> str:
@@ -120,14 +113,9 @@ def run_migrations_in_env(target_metadata: MetaData | None = None) -> None:
         context.run_migrations()
 
 
-def get_database(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request: commit when the route succeeds, roll back when it raises."""
-    db = get_database(request)
+    db: Database = request.app.state.db
     async with db.sessionmaker() as session:
         try:
             yield session
