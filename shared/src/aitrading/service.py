@@ -71,12 +71,15 @@ def create_service(
     description: str = "",
     heartbeat: bool = True,
     app_class: type[FastAPI] = FastAPI,
+    verifier: JwksVerifier | None = None,
 ) -> FastAPI:
     """Build a service app.
 
     `configure` hooks run once the components exist and before they start (register durable
     consumers there); `on_startup` hooks run after everything started; `on_shutdown` before it stops.
-    `app_class` lets a service put raw ASGI in front of FastAPI (the gateway's proxy does).
+    `app_class` lets a service put raw ASGI in front of FastAPI (the gateway's proxy does);
+    `verifier` replaces the JWKS verifier built from settings (user-service verifies its own keys
+    in-process).
     """
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     metrics = ServiceMetrics(settings.service_name)
@@ -88,7 +91,9 @@ def create_service(
     event_bus = EventBus(settings.nats_url, source=settings.service_name) if bus else None
     cache = make_cache(settings.redis_url, namespace=settings.service_name)
     client = ServiceClient(overrides=settings.service_urls)
-    verifier = JwksVerifier(jwks_url(settings), issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    if verifier is None:
+        verifier = JwksVerifier(jwks_url(settings), issuer=settings.jwt_issuer,
+                                audience=settings.jwt_audience)
     if db is not None:
         components.append(db)
     if event_bus is not None:

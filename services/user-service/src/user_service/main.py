@@ -37,10 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await users.bootstrap_admin(app.state.db, passwords, email=settings.admin_email,
                                         password=settings.admin_password.get_secret_value())
 
+    # Our own tokens are verified by the library verifier too, with the JWKS read in-process.
     app = create_service(settings, routers=[api.router], migrations=MIGRATIONS, outbox=True,
-                         resources=[keys, own], on_startup=[prepare])
+                         resources=[keys, own], on_startup=[prepare], verifier=own.verifier)
     keys.use(app.state.db)
-    app.state.verifier = own.verifier  # verify our own tokens through the library verifier, keys in-process
     app.state.keys = keys
     app.state.tokens = issuer
     app.state.passwords = passwords
