@@ -31,7 +31,7 @@ ANSWERS: dict[bytes, bytes] = {
 
 
 class WireServer:
-    """Reads one request head at a time and writes the canned answer; counts connections."""
+    """Reads one request head at a time and writes the scripted answer; counts connections."""
 
     def __init__(self) -> None:
         self.connections = 0
