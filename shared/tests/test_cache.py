@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +10,7 @@ import pytest
 from redis.exceptions import RedisError
 
 from aitrading.cache import Cache, MemoryCache, RedisCache, make_cache
+from aitrading.embedded import free_port
 from aitrading.errors import Unavailable
 
 
@@ -102,15 +102,9 @@ async def test_memory_cache_evicts_least_recently_used() -> None:
     assert [await cache.get(k) for k in ("a", "c", "d")] == [b"a", b"c", b"d"]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
 
 async def test_unreachable_redis_degrades_to_misses_but_fails_check_and_invalidation() -> None:
-    cache = RedisCache(f"redis://127.0.0.1:{_closed_port()}/0", namespace="down")
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", namespace="down")
     try:
         await cache.set("k", b"v")  # skipped, not raised
         assert await cache.get("k") is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections import Counter
@@ -14,6 +13,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from aitrading.client import CircuitBreaker, CircuitOpen, ServiceClient
+from aitrading.embedded import free_port
 from aitrading.errors import Unavailable, UpstreamTimeout
 from aitrading.request_context import authorization_var, request_id_var
 from aitrading.testing import serve_app
@@ -182,15 +182,9 @@ async def test_failed_trial_opens_the_breaker_again(client: ServiceClient, upstr
     assert upstream.hits[path] == 4
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
 
 async def test_stopped_upstream_is_unavailable_quickly() -> None:
-    client = ServiceClient(overrides={SERVICE: f"http://127.0.0.1:{closed_port()}"})
+    client = ServiceClient(overrides={SERVICE: f"http://127.0.0.1:{free_port()}"})
     try:
         started = time.monotonic()
         with pytest.raises(Unavailable, match=f"{SERVICE} could not be reached") as refused:

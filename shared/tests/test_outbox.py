@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import shutil
-import socket
 import sysconfig
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pytest
 from sqlalchemy import text, update
 
 from aitrading.db import Database
+from aitrading.embedded import free_port
 from aitrading.errors import Unavailable
 from aitrading.events import Event, EventBus, PublishFailed
 from aitrading.outbox import OutboxRelay, enqueue, outbox
@@ -128,9 +128,7 @@ class ThrowawayNats:
 
     def __init__(self, store: Path) -> None:
         binary = shutil.which("nats-server") or str(Path(sysconfig.get_path("scripts")) / "nats-server")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.argv = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)]
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import RedisError
 
+from aitrading.embedded import free_port
 from aitrading.errors import Invalid
 from aitrading.ratelimit import (
     MemoryRateLimiter,
@@ -149,15 +149,9 @@ async def test_memory_limiter_keeps_a_busy_bucket() -> None:
     assert not (await limiter.hit("busy", per_minute=60, burst=3)).allowed
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
 
 async def test_unreachable_redis_falls_back_to_in_process_buckets() -> None:
-    limiter = RedisRateLimiter(f"redis://127.0.0.1:{_closed_port()}/0")
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0")
     try:
         k = key()
         decisions = [await limiter.hit(k, per_minute=60, burst=2) for _ in range(3)]

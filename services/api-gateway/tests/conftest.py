@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from jwt.algorithms import OKPAlgorithm
 from pydantic import BaseModel
 
+from aitrading.embedded import free_port
 from aitrading.testing import running_app, serve_app
 
 ISSUER = "aitrading-user-service"
@@ -220,11 +220,6 @@ def market_app() -> FastAPI:
     app.state.market = market
     return app
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from api_gateway.upstream_http import (
     UpstreamHttp,
 )
 
-from .conftest import free_port
+from aitrading.embedded import free_port
 
 # Canned answers by request path; each is exactly what goes on the wire.
 ANSWERS: dict[bytes, bytes] = {
