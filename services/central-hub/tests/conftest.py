@@ -2,58 +2,25 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from central_hub.main import create_app
 from central_hub.settings import Settings
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
-from jwt.algorithms import OKPAlgorithm
 
 from aitrading.service import create_service
 from aitrading.settings import ServiceSettings
-from aitrading.testing import serve_app
-
-ISSUER = "aitrading-user-service"
-AUDIENCE = "aitrading"
-
-
-@dataclass
-class Issuer:
-    """The token issuer's side of the protocol: a published Ed25519 key and tokens signed with it."""
-
-    jwks_url: str
-    kid: str
-    key: Ed25519PrivateKey
-
-    def token(self) -> str:
-        now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": str(uuid.uuid4()), "iat": now, "exp": now + 600,
-                  "jti": uuid.uuid4().hex, "email": "ops@example.com", "roles": ["user"], "plan": "pro",
-                  "typ": "access", "kind": "user"}
-        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+from aitrading.testing import TokenIssuer, serve_app
 
 
 @pytest.fixture(scope="module")
-async def issuer() -> AsyncIterator[Issuer]:
-    key, kid = Ed25519PrivateKey.generate(), f"hub-test-{uuid.uuid4().hex[:8]}"
-    jwk = {**OKPAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "alg": "EdDSA", "use": "sig"}
-    app = FastAPI()
-
-    @app.get("/.well-known/jwks.json")
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [jwk]}
-
-    async with serve_app(app) as base_url:
-        yield Issuer(base_url + "/.well-known/jwks.json", kid, key)
+def issuer(token_issuer: TokenIssuer) -> TokenIssuer:
+    return token_issuer
 
 
 @dataclass
@@ -67,7 +34,7 @@ HubFactory = Callable[..., AbstractAsyncContextManager[RunningHub]]
 
 
 @pytest.fixture
-def hub(nats_url: str, issuer: Issuer) -> HubFactory:
+def hub(nats_url: str, issuer: TokenIssuer) -> HubFactory:
     """Start a hub over real HTTP: `async with hub(deployed_services=[...], ...) as running:`."""
 
     @asynccontextmanager

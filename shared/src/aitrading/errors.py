@@ -131,3 +131,28 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+_BY_STATUS: dict[int, type[DomainError]] = {
+    401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid, 429: RateLimited,
+}
+
+
+def raise_for_upstream(service: str, status: int, body: Any) -> None:
+    """Turn another service's error answer into our own domain error, keeping its detail and fields.
+
+    A 4xx keeps its meaning (the caller asked for something missing or invalid); a 5xx becomes 503
+    naming the service, since from our caller's side that service is unavailable.
+    """
+    if status < 400:
+        return
+    detail = body.get("detail") if isinstance(body, dict) else None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if status >= 500:
+        raise Unavailable(f"{service} failed: {detail or status}", service=service)
+    error = _BY_STATUS.get(status, DomainError)
+    fields = errors if isinstance(errors, list) else None
+    exc = error(str(detail or f"{service} answered {status}"), errors=fields)
+    if error is DomainError:
+        exc.status = status
+    raise exc

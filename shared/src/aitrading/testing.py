@@ -8,17 +8,27 @@ server: without `REDIS_URL` the Redis-backed tests are skipped and the in-proces
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import jwt
 import pytest
 from asgi_lifespan import LifespanManager
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitrading.db import Database, get_session
+from aitrading.settings import ServiceSettings
+
+JWT_ISSUER = ServiceSettings.model_fields["jwt_issuer"].default
+JWT_AUDIENCE = ServiceSettings.model_fields["jwt_audience"].default
 
 
 @pytest.fixture(scope="session")
@@ -148,3 +158,48 @@ async def serve_app(app: FastAPI, host: str = "127.0.0.1") -> AsyncIterator[str]
         server.should_exit = True
         await task
         sock.close()
+
+
+@dataclass
+class TokenIssuer:
+    """The issuer's side of the token protocol for service tests: a JWKS over real HTTP and tokens.
+
+    `jwks_url` goes into a service's settings (`jwks_url=...`); `token()` mints a user token,
+    `token(roles=("user", "admin"))` an admin's, `service_token("feature-engineering")` a service's.
+    """
+
+    jwks_url: str
+    kid: str
+    key: Ed25519PrivateKey
+
+    def token(self, sub: uuid.UUID | str | None = None, *, roles: tuple[str, ...] = ("user",),
+              plan: str = "pro", email: str = "trader@example.com", ttl_s: int = 600) -> str:
+        now = int(time.time())
+        claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": str(sub or uuid.uuid4()), "iat": now,
+                  "exp": now + ttl_s, "jti": uuid.uuid4().hex, "email": email, "roles": list(roles),
+                  "plan": plan, "typ": "access", "kind": "user"}
+        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+    def service_token(self, service: str, ttl_s: int = 600) -> str:
+        now = int(time.time())
+        claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": f"service:{service}", "iat": now,
+                  "exp": now + ttl_s, "jti": uuid.uuid4().hex, "roles": ["service"], "plan": "enterprise",
+                  "typ": "access", "kind": "service"}
+        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+@pytest.fixture(scope="session")
+async def token_issuer() -> AsyncIterator[TokenIssuer]:
+    """A JWKS endpoint on a real socket with one Ed25519 key, for the whole test session."""
+    from jwt.algorithms import OKPAlgorithm
+
+    key, kid = Ed25519PrivateKey.generate(), f"test-{uuid.uuid4().hex[:8]}"
+    jwk = {**OKPAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "alg": "EdDSA", "use": "sig"}
+    app = FastAPI()
+
+    @app.get("/.well-known/jwks.json")
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [jwk]}
+
+    async with serve_app(app) as base_url:
+        yield TokenIssuer(base_url + "/.well-known/jwks.json", kid, key)

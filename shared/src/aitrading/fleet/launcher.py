@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -267,9 +268,21 @@ class Fleet:
         env = {**self._env, **self.infra.service_env(), "PORT": str(self.port(name)), "PYTHONUNBUFFERED": "1",
                # What runs here: the gateway routes to these, central-hub expects them.
                "DEPLOYED_SERVICES": json.dumps([spec.name for spec in self.services])}
+        if not env.get("SERVICE_CLIENT_SECRET") and not env.get("SERVICE_CLIENT_SECRET_FILE"):
+            env["SERVICE_CLIENT_SECRET"] = self.service_secret()
         if self.port_offset:
             env["SERVICE_URLS"] = json.dumps({name: self.url(name) for name in REGISTRY})
         return env
+
+    def service_secret(self) -> str:
+        """The fleet's service-to-service secret: made once per data folder, kept there (mode 0600)."""
+        path = self.data_dir / "service-client-secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def _start_together(self, processes: Sequence[ManagedProcess]) -> None:
         """Start processes and wait for each to be healthy or failed, at most `max_parallel` at a time.
