@@ -35,7 +35,7 @@ _SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec("api-gateway", 8000, "routing, auth check, rate limits, usage events, merged OpenAPI",
                 depends_on=("user-service",), infra=("nats",)),
     ServiceSpec("data-bridge", 8001, "market feeds, normalization, live quotes",
-                ("feeds", "quotes"), websocket_paths=("/ws/market",)),
+                ("feeds", "quotes"), websocket_paths=("/ws/market", "/ws/ingest", "/ws/mt5")),
     ServiceSpec("performance-analytics", 8002, "returns, risk metrics, equity curves", ("performance",)),
     ServiceSpec("ai-orchestration", 8003, "per-user AI pipelines, market memory", ("pipelines", "memory")),
     ServiceSpec("deep-learning", 8004, "neural sequence models", ("deep-models",)),

@@ -65,6 +65,13 @@ class ServiceSettings(BaseSettings):
     heartbeat_interval_s: float = 5.0
     shutdown_grace_s: float = 10.0
     cors_origins: list[str] = []
+    # Where a service keeps local files (an embedded warehouse, say), each under a folder of its name.
+    # The launcher points every service at its data folder; containers mount a volume here.
+    data_dir: Path = Path(".data")
+
+    @property
+    def service_data_dir(self) -> Path:
+        return self.data_dir / self.service_name
 
     @classmethod
     def settings_customise_sources(

@@ -266,6 +266,7 @@ class Fleet:
         """The environment service `name` runs with: ours, the infra URLs, its port."""
         # PORT always: a stray PORT in our own environment would put every service on one port.
         env = {**self._env, **self.infra.service_env(), "PORT": str(self.port(name)), "PYTHONUNBUFFERED": "1",
+               "DATA_DIR": str(self.data_dir),
                # What runs here: the gateway routes to these, central-hub expects them.
                "DEPLOYED_SERVICES": json.dumps([spec.name for spec in self.services])}
         if not env.get("SERVICE_CLIENT_SECRET") and not env.get("SERVICE_CLIENT_SECRET_FILE"):
