@@ -265,12 +265,14 @@ class EventBus:
 
     def subscribe_durable(self, subject: str, durable: str, handler: DurableHandler, *, database: Database,
                           ack_wait_s: float = 30.0, max_deliver: int = 10_000, batch: int = 50,
-                          only_new: bool = False) -> None:
+                          only_new: bool = False, inactive_threshold_s: float | None = None) -> None:
         """A durable pull consumer named `durable` over `subject`, each event applied once in `database`.
 
         Durable names are global per stream: start them with the service name (`portfolio-manager-fills`);
         replicas of one service share the name and split the work. A brand-new durable reads the history
         the stream still keeps, unless `only_new` (fixed when the durable is first created).
+        `inactive_threshold_s` lets the server delete the durable after that long without a client
+        (tests, whose durables are unique per run, set it; a deployment's durables stay).
         """
         spec = stream_for(subject)
         if spec is None:
@@ -278,7 +280,8 @@ class EventBus:
         if not _DURABLE_NAME.fullmatch(durable):
             raise ValueError(f"durable name {durable!r} must be letters, digits, '-' or '_'")
         consumer = DurableConsumer(spec, subject, durable, handler, database, ack_wait_s=ack_wait_s,
-                                   max_deliver=max_deliver, batch=batch, only_new=only_new)
+                                   max_deliver=max_deliver, batch=batch, only_new=only_new,
+                                   inactive_threshold_s=inactive_threshold_s)
         self._consumers.append(consumer)
         if self._js is not None:
             consumer.start(self._js)
@@ -349,11 +352,12 @@ class DurableConsumer:
 
     def __init__(self, spec: StreamSpec, subject: str, durable: str, handler: DurableHandler,
                  database: Database, *, ack_wait_s: float, max_deliver: int, batch: int,
-                 only_new: bool = False) -> None:
+                 only_new: bool = False, inactive_threshold_s: float | None = None) -> None:
         self.spec, self.subject, self.durable = spec, subject, durable
         self.handler, self.database = handler, database
         self.ack_wait_s, self.max_deliver, self.batch = ack_wait_s, max_deliver, batch
         self.only_new = only_new
+        self.inactive_threshold_s = inactive_threshold_s
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._waiting = False  # parked in a fetch or a back-off sleep: safe to cancel
@@ -368,6 +372,7 @@ class DurableConsumer:
             deliver_policy=DeliverPolicy.NEW if self.only_new else DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver, max_ack_pending=1000,
+            inactive_threshold=self.inactive_threshold_s,
         )
 
     def start(self, js: JetStreamContext) -> None:

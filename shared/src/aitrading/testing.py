@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitrading.db import Database, get_session
+from aitrading.errors import Unauthorized, install_error_handlers
 from aitrading.settings import ServiceSettings
 
 JWT_ISSUER = ServiceSettings.model_fields["jwt_issuer"].default
@@ -166,11 +167,19 @@ class TokenIssuer:
 
     `jwks_url` goes into a service's settings (`jwks_url=...`); `token()` mints a user token,
     `token(roles=("user", "admin"))` an admin's, `service_token("feature-engineering")` a service's.
+    It also answers user-service's side of the service-token protocol at `service_token_url`
+    (`POST /internal/service-token`) for `service_secret`: give a service under test
+    `service_urls={"user-service": issuer.url}` and `service_client_secret=issuer.service_secret`.
     """
 
-    jwks_url: str
+    url: str
     kid: str
     key: Ed25519PrivateKey
+    service_secret: str = "test-service-client-secret"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.url + "/.well-known/jwks.json"
 
     def token(self, sub: uuid.UUID | str | None = None, *, roles: tuple[str, ...] = ("user",),
               plan: str = "pro", email: str = "trader@example.com", ttl_s: int = 600) -> str:
@@ -197,9 +206,21 @@ async def token_issuer() -> AsyncIterator[TokenIssuer]:
     jwk = {**OKPAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "alg": "EdDSA", "use": "sig"}
     app = FastAPI()
 
+    issuer: TokenIssuer | None = None
+
     @app.get("/.well-known/jwks.json")
     async def jwks() -> dict[str, Any]:
         return {"keys": [jwk]}
 
+    @app.post("/internal/service-token")
+    async def service_token(body: dict[str, str]) -> dict[str, Any]:
+        assert issuer is not None
+        if body.get("secret") != issuer.service_secret or not body.get("service"):
+            raise Unauthorized("the service name or secret is not valid")
+        return {"access_token": issuer.service_token(body["service"]), "token_type": "bearer",
+                "expires_in": 600}
+
+    install_error_handlers(app)
     async with serve_app(app) as base_url:
-        yield TokenIssuer(base_url + "/.well-known/jwks.json", kid, key)
+        issuer = TokenIssuer(base_url, kid, key)
+        yield issuer

@@ -92,18 +92,24 @@ def _opt(value: Any) -> Decimal | None:
 
 
 def parse_ticks(event: Event) -> TickBatch:
-    """The ticks of an `md.ticks` event; raises ValueError (or KeyError) on a malformed one."""
-    data = event.data
-    symbol = str(data["symbol"])
-    ticks = [Tick(symbol, int(r[0]), Decimal(r[1]), Decimal(r[2]), _opt(r[3]), _opt(r[4]))
-             for r in data["ticks"]]
-    return TickBatch(symbol, str(data.get("venue", "")), bool(data.get("synthetic", False)), ticks)
+    """The ticks of an `md.ticks` event; raises ValueError on a malformed one."""
+    try:
+        data = event.data
+        symbol = str(data["symbol"])
+        ticks = [Tick(symbol, int(r[0]), Decimal(r[1]), Decimal(r[2]), _opt(r[3]), _opt(r[4]))
+                 for r in data["ticks"]]
+        return TickBatch(symbol, str(data.get("venue", "")), bool(data.get("synthetic", False)), ticks)
+    except (KeyError, IndexError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"malformed md.ticks event: {exc!r}") from exc
 
 
 def parse_bars(event: Event) -> BarBatch:
-    """The bars of an `md.bars` event; raises ValueError (or KeyError) on a malformed one."""
-    data = event.data
-    bars = [Bar(int(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]), Decimal(r[5]))
-            for r in data["bars"]]
-    return BarBatch(str(data["symbol"]), str(data.get("venue", "")), Timeframe(data["timeframe"]),
-                    bool(data.get("synthetic", False)), bars)
+    """The bars of an `md.bars` event; raises ValueError on a malformed one."""
+    try:
+        data = event.data
+        bars = [Bar(int(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]), Decimal(r[5]))
+                for r in data["bars"]]
+        return BarBatch(str(data["symbol"]), str(data.get("venue", "")), Timeframe(data["timeframe"]),
+                        bool(data.get("synthetic", False)), bars)
+    except (KeyError, IndexError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"malformed md.bars event: {exc!r}") from exc
