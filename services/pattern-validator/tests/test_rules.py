@@ -226,6 +226,8 @@ def _scalar(node: Node, features: Mapping[str, FloatArray], t: int) -> float | b
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[node.op]
     if isinstance(node, Arithmetic):
         a, b = np.float64(_scalar(node.left, features, t)), np.float64(_scalar(node.right, features, t))
+        if node.op == "/" and b == 0:
+            return nan
         with np.errstate(all="ignore"):
             return float({"+": a + b, "-": a - b, "*": a * b, "/": a / b}[node.op])
     if node.function == "prev":

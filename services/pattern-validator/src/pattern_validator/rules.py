@@ -534,7 +534,8 @@ def _evaluate(node: Node, features: Mapping[str, FloatArray], length: int) -> Va
                 return a - b
             if node.op == "*":
                 return a * b
-            return a / b
+            # x / 0 is undefined, not ±inf: the sign of a zero (min(0, -0.0)) must not decide a rule.
+            return np.where(b == 0, np.nan, a / b)
     return _call(node, features, length)
 
 
