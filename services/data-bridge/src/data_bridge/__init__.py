@@ -1,0 +1,1 @@
+"""data-bridge: market feeds in, normalized ticks, closed bars and live quotes out."""
