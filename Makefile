@@ -36,6 +36,7 @@ bench: setup  ## side-by-side performance harnesses (print their figures); needs
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] \
 		&& apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null; }
 	$(PY) benchmarks/gateway/run.py --rounds 3
+	$(PY) benchmarks/market_data/run.py
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
