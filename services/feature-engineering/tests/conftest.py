@@ -1,8 +1,8 @@
 """feature-engineering under test: the real app on PostgreSQL and NATS, the real database-service app
 served in-process (chDB in a folder per module, the bundled SPX history), and the shared JWKS issuer.
 
-user-service's side of the service-token protocol (`POST /internal/service-token`) is answered by a
-small stand-in that mints tokens with the shared test issuer, whose JWKS every app here trusts.
+user-service's side of the service-token protocol (`POST /internal/service-token`) is answered by the
+shared test issuer, whose JWKS every app here trusts.
 """
 
 from __future__ import annotations
@@ -19,19 +19,16 @@ import nats
 import pytest
 from database_service.main import create_app as create_database_service
 from database_service.settings import Settings as DatabaseServiceSettings
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from feature_engineering.main import create_app
 from feature_engineering.settings import Settings
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aitrading.db import to_async_url
 from aitrading.streams import MARKET
 from aitrading.testing import TokenIssuer, running_app, serve_app
-
-SERVICE_SECRET = "feature-engineering-test-secret"
 
 
 def unique_symbol(prefix: str = "T") -> str:
@@ -40,27 +37,6 @@ def unique_symbol(prefix: str = "T") -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-class _ServiceTokenIn(BaseModel):
-    service: str
-    secret: str
-
-
-@pytest.fixture(scope="session")
-async def service_token_url(token_issuer: TokenIssuer) -> AsyncIterator[str]:
-    """Where services obtain their own tokens (user-service's route, answered by the test issuer)."""
-    app = FastAPI()
-
-    @app.post("/internal/service-token")
-    async def service_token(body: _ServiceTokenIn) -> dict[str, Any]:
-        if body.secret != SERVICE_SECRET:
-            raise HTTPException(401, "wrong service secret")
-        return {"access_token": token_issuer.service_token(body.service), "token_type": "bearer",
-                "expires_in": 600}
-
-    async with serve_app(app) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +53,13 @@ async def database_service_url(tmp_path_factory: pytest.TempPathFactory, databas
 
 @pytest.fixture(scope="module")
 def make_settings(database_url: str, nats_url: str, token_issuer: TokenIssuer, database_service_url: str,
-                  service_token_url: str) -> Callable[..., Settings]:
+                  ) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url, "nats_url": nats_url, "jwks_url": token_issuer.jwks_url,
-            "service_urls": {"database-service": database_service_url, "user-service": service_token_url},
-            "service_client_secret": SERVICE_SECRET, "durable_prefix": f"fe-test-{uuid4().hex[:10]}",
+            "service_urls": {"database-service": database_service_url, "user-service": token_issuer.url},
+            "service_client_secret": token_issuer.service_secret,
+            "durable_prefix": f"fe-test-{uuid4().hex[:10]}",
             # Streamed sets of every user shape the streaming set: a schema per app keeps runs apart.
             "database_schema": f"fe_test_{uuid4().hex[:12]}",
             # Each module streams only its own symbols, not the bars other suites publish meanwhile.
