@@ -14,19 +14,17 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from data_bridge.ccxt_feed import (
+from data_bridge.ccxt_cursors import (
     TICK_SIZE,
     Backoff,
     CandleCursor,
-    CcxtFeed,
-    CcxtFeedError,
-    CcxtParams,
     MarketSteps,
     TickerCursor,
     TradeCursor,
     quantum_of,
     to_decimal,
 )
+from data_bridge.ccxt_feed import CcxtFeed, CcxtFeedError, CcxtParams
 from data_bridge.feeds import FeedContext, FeedDeps
 from data_bridge.settings import Settings
 
