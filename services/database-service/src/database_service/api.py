@@ -76,9 +76,10 @@ async def get_ohlcv(user: CurrentUser, wh: WarehouseDep, symbol: SymbolQuery, ti
                     limit: Annotated[int, Query(ge=1, le=ohlcv.MAX_LIMIT)] = ohlcv.DEFAULT_LIMIT) -> Response:
     result = await ohlcv.read(wh, owners_for(user), parse_symbol(symbol), Timeframe.parse(timeframe),
                               start=start, end=end, limit=limit)
-    return _json({"symbol": result.symbol, "timeframe": result.timeframe.value,
-                  "resampled_from": result.source.stored.value if result.source.resampled else None,
-                  "bars": ohlcv.bars_json(result.bars)})
+    head = jsonutil.dumps({"symbol": result.symbol, "timeframe": result.timeframe.value,
+                           "resampled_from": result.source.stored.value if result.source.resampled else None})
+    # The bars arrive as JSON already (see ohlcv.read): spliced in as the last member, not re-encoded.
+    return Response(head[:-1] + b',"bars":' + result.bars_json + b"}", media_type="application/json")
 
 
 class TickOut(BaseModel):

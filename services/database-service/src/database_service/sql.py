@@ -187,6 +187,8 @@ def visible_series(owners: Sequence[str], *, symbol: bool) -> tuple[str, dict[st
             f"FROM {DATABASE}.symbols FINAL WHERE {where} ORDER BY symbol, owner, timeframe", params)
 
 
+ALL_SERIES = (f"SELECT toString(owner), symbol, timeframe, venue, asset_class, synthetic "
+              f"FROM {DATABASE}.symbols FINAL ORDER BY symbol, owner, timeframe")
 KNOWN_SERIES = f"SELECT toString(owner), symbol, timeframe FROM {DATABASE}.symbols FINAL"
 
 _SERIES = ("owner = {owner:UUID} AND symbol = {symbol:String} AND timeframe = {timeframe:String} "
@@ -207,6 +209,43 @@ def resampled_bars(*, newest_first: bool) -> str:
     return (
         f"SELECT toUnixTimestamp(bucket) * 1000, argMin(open, time), max(high), min(low), "
         f"argMax(close, time), sum(volume) "
+        f"FROM {DATABASE}.bars FINAL WHERE {_SERIES} "
+        f"GROUP BY toStartOfInterval(time, INTERVAL {{seconds:UInt32}} SECOND) AS bucket "
+        f"ORDER BY bucket {order} LIMIT {{limit:UInt32}}"
+    )
+
+
+# Times as the API writes them: ISO 8601 UTC, milliseconds only when some bar of the answer has them.
+# %f prints six digits: the first 23 characters end at the milliseconds.
+_ISO_TIME = ("if(max(t % 1000 != 0) OVER (), "
+             "concat(substring(formatDateTime(fromUnixTimestamp64Milli(t, 'UTC'), '%Y-%m-%dT%H:%i:%S.%f'), "
+             "1, 23), 'Z'), "
+             "formatDateTime(fromUnixTimestamp64Milli(t, 'UTC'), '%Y-%m-%dT%H:%i:%SZ'))")
+
+
+def bars_as_json(rows_query: str) -> str:
+    """The bars of `rows_query` (columns t, o, h, l, c, v) oldest first, one API bar object per row.
+
+    Read as JSONEachRow they are the response's bar objects already: times formatted here, decimals
+    quoted by `output_format_json_quote_decimals` (trailing zeros dropped, exactly as stored)."""
+    return (f"SELECT {_ISO_TIME} AS time, o AS open, h AS high, l AS low, c AS close, v AS volume "
+            f"FROM ({rows_query}) ORDER BY t ASC")
+
+
+def stored_bar_rows(*, newest_first: bool) -> str:
+    """`stored_bars` with named columns t, o, h, l, c, v (for `bars_as_json`)."""
+    order = "DESC" if newest_first else "ASC"
+    return (f"SELECT toUnixTimestamp64Milli(time) AS t, open AS o, high AS h, low AS l, close AS c, "
+            f"volume AS v FROM {DATABASE}.bars FINAL WHERE {_SERIES} "
+            f"ORDER BY time {order} LIMIT {{limit:UInt32}}")
+
+
+def resampled_bar_rows(*, newest_first: bool) -> str:
+    """`resampled_bars` with named columns t, o, h, l, c, v (for `bars_as_json`)."""
+    order = "DESC" if newest_first else "ASC"
+    return (
+        f"SELECT toUnixTimestamp(bucket) * 1000 AS t, argMin(open, time) AS o, max(high) AS h, "
+        f"min(low) AS l, argMax(close, time) AS c, sum(volume) AS v "
         f"FROM {DATABASE}.bars FINAL WHERE {_SERIES} "
         f"GROUP BY toStartOfInterval(time, INTERVAL {{seconds:UInt32}} SECOND) AS bucket "
         f"ORDER BY bucket {order} LIMIT {{limit:UInt32}}"

@@ -46,11 +46,19 @@ class WarehouseError(Unavailable):
 class Warehouse(Protocol):
     name: str
 
+    @property
+    def cache_scope(self) -> str | None:
+        """Names the data when every write to it goes through this process (chDB's folder is held by
+        one process), so reads may be cached and dropped on writes (`caches`); None when not."""
+        ...
+
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def check(self) -> None: ...
     async def command(self, statement: str, params: Params | None = None) -> None: ...
     async def rows(self, query: str, params: Params | None = None) -> list[list[Any]]: ...
+    async def raw(self, query: str, params: Params | None = None, *, fmt: str) -> bytes: ...
     async def insert(self, target: sql.InsertTarget, columns: Columns, *,
                      token: str | None = None) -> int: ...
 
@@ -105,6 +113,11 @@ class ChdbWarehouse:
     def backend(self) -> str:
         return "chdb"
 
+    @property
+    def cache_scope(self) -> str | None:
+        # Every warehouse object on this folder shares the one engine, so they share caches too.
+        return f"chdb:{self.path}"
+
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
         for statement in sql.SCHEMA:
@@ -156,6 +169,13 @@ class ChdbWarehouse:
         text_params = self._params(params)
         raw = await self._run(lambda session: session.query(query, "JSONCompact", params=text_params))
         data: list[list[Any]] = orjson.loads(raw.bytes())["data"]
+        return data
+
+    async def raw(self, query: str, params: Params | None = None, *, fmt: str) -> bytes:
+        """The result as ClickHouse renders it in `fmt` (e.g. JSONEachRow), for responses passed through."""
+        text_params = self._params(params)
+        result = await self._run(lambda session: session.query(query, fmt, params=text_params))
+        data: bytes = result.bytes()
         return data
 
     async def insert(self, target: sql.InsertTarget, columns: Columns, *, token: str | None = None) -> int:
@@ -247,6 +267,11 @@ class ServerWarehouse:
     def backend(self) -> str:
         return "clickhouse"
 
+    @property
+    def cache_scope(self) -> str | None:
+        # Replicas share the server: another one may write at any time, so nothing read is cached.
+        return None
+
     async def start(self) -> None:
         await asyncio.to_thread(self._connect)
         for statement in sql.SCHEMA:
@@ -278,6 +303,11 @@ class ServerWarehouse:
         raw = await self._run(lambda client: client.raw_query(
             query, parameters=dict(params or {}), settings=READ_SETTINGS, fmt="JSONCompact"))
         data: list[list[Any]] = orjson.loads(raw)["data"]
+        return data
+
+    async def raw(self, query: str, params: Params | None = None, *, fmt: str) -> bytes:
+        data: bytes = await self._run(lambda client: client.raw_query(
+            query, parameters=dict(params or {}), settings=READ_SETTINGS, fmt=fmt))
         return data
 
     async def insert(self, target: sql.InsertTarget, columns: Columns, *, token: str | None = None) -> int:
