@@ -7,7 +7,7 @@ every tick in `md.ticks` events (JetStream has stored them by then: the service 
 acknowledgements). Prints the figures; asserts nothing.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test NATS_URL=nats://127.0.0.1:4222 \\
-        .venv/bin/python services/data-bridge/scripts/ingest_throughput.py --ticks 1000000
+        .venv/bin/python benchmarks/market_data/ingest_to_nats.py --ticks 1000000
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-bar live detection latency with a 500-bar window, on the daily S&P 500 of arch.data.
 
-    .venv/bin/python services/pattern-validator/benchmarks/live_latency.py [bars]
+    .venv/bin/python benchmarks/market_data/pattern_latency.py [bars]
 
 Prints p50/p99 of (a) the detection itself (61 TA-Lib candlestick functions on the tail the last bar
 needs, chart patterns on the window) and (b) a bar through `LiveWindows.on_bars` (window update, the
