@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
@@ -15,7 +15,7 @@ from central_hub.fleet_view import Heartbeat
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from aitrading.testing import serve_app
+from aitrading.testing import eventually, serve_app
 
 HubFactory = Callable[..., AbstractAsyncContextManager[Any]]
 ServiceFactory = Callable[[str], AbstractAsyncContextManager[Any]]
@@ -23,18 +23,6 @@ ServiceFactory = Callable[[str], AbstractAsyncContextManager[Any]]
 
 def unique(prefix: str) -> str:
     return f"probe-{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 5.0) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout_s` with the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
 
 
 async def instances_of(client: httpx.AsyncClient, service: str) -> list[dict[str, Any]]:

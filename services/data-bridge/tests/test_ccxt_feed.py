@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -37,7 +37,7 @@ from aitrading.errors import Invalid
 from aitrading.market.bars import Bar, Tick
 from aitrading.market.history import MarketData
 from aitrading.market.timeframes import Timeframe
-from aitrading.testing import serve_app
+from aitrading.testing import eventually, serve_app
 
 
 @dataclass
@@ -60,14 +60,6 @@ class RunningFeed:
     context: FeedContext
     sink: RecordingSink
     task: asyncio.Task[None]
-
-
-async def eventually(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aitrading.db import to_async_url
-from aitrading.testing import TokenIssuer
+from aitrading.testing import TokenIssuer, eventually
 
 AGENT_ROOT = Path(__file__).resolve().parents[3] / "agents" / "mt5-agent"
 sys.path.insert(0, str(AGENT_ROOT))  # the agent is a standalone package, not a workspace member
@@ -33,14 +33,6 @@ sys.path.insert(0, str(AGENT_ROOT / "tests"))
 from fake_metatrader5 import FakeMetaTrader5  # noqa: E402
 from mt5_agent.agent import Agent, Refused, Terminal  # noqa: E402
 from mt5_agent.protocol import OrderRequest, decimal_text, digits_of_step  # noqa: E402
-
-
-async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def now_ms() -> int:

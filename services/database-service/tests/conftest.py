@@ -6,9 +6,7 @@ module shares one app (each with its own durable consumers).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +20,7 @@ from database_service.main import create_app
 from database_service.settings import Settings
 from fastapi import FastAPI
 
-from aitrading.testing import TokenIssuer, running_app
+from aitrading.testing import TokenIssuer, eventually, running_app
 
 # --- helpers, given to tests by the `h` fixture (test modules cannot import each other here) ----------
 
@@ -51,18 +49,6 @@ def walk_bars(start: datetime, step: timedelta, count: int, *, seed: int = 7,
                      "close": str(close), "volume": str(volume)})
         last = close
     return bars
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0,
-                     interval_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s}s; last value: {value!r}")
-        await asyncio.sleep(interval_s)
 
 
 START = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday

@@ -6,9 +6,7 @@ shares one folder (the bundled SPX history is loaded into it once).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -58,14 +56,3 @@ async def delete_durables(nats_url: str, *names: str) -> None:
                 await js.delete_consumer("MARKET", name)
     finally:
         await nc.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s}s; last value: {value!r}")
-        await asyncio.sleep(0.1)

@@ -33,10 +33,10 @@ from aitrading.events import Event
 from aitrading.market.bars import Bar, OhlcvFrame, ms_to_datetime
 from aitrading.market.timeframes import Timeframe
 from aitrading.market.wire import BarBatch, bar_subject, bars_event
-from aitrading.testing import running_app, serve_app
+from aitrading.testing import eventually, running_app, serve_app
 
 from .conftest import path
-from .services import database_service, delete_durables, eventually, pattern_settings, unique_symbol
+from .services import database_service, delete_durables, pattern_settings, unique_symbol
 
 SECRET = f"service-secret-{uuid4().hex}"
 ADMIN_PASSWORD = "Admin password 123"

@@ -7,10 +7,12 @@ server: without `REDIS_URL` the Redis-backed tests are skipped and the in-proces
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -224,3 +226,21 @@ async def token_issuer() -> AsyncIterator[TokenIssuer]:
     async with serve_app(app) as base_url:
         issuer = TokenIssuer(base_url, kid, key)
         yield issuer
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.05) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy, and return that.
+
+    Fails after `timeout_s` with the last value: for effects that arrive asynchronously (an event
+    consumed, a feed's counter moving), where a fixed sleep would be either flaky or slow.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(interval_s)
