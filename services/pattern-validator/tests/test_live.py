@@ -23,14 +23,14 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from pattern_validator import scan
 from pattern_validator.chart_patterns import ChartSettings
-from pattern_validator.detections import Kind
+from pattern_validator.detections import Kind, iso
 from pattern_validator.live import LiveWindows
 from pattern_validator.main import create_app
 from user_service.main import create_app as create_user_service
 from user_service.settings import Settings as UserSettings
 
 from aitrading.events import Event
-from aitrading.market.bars import Bar, OhlcvFrame, ms_to_datetime
+from aitrading.market.bars import Bar, OhlcvFrame
 from aitrading.market.timeframes import Timeframe
 from aitrading.market.wire import BarBatch, bar_subject, bars_event
 from aitrading.testing import eventually, running_app, serve_app
@@ -160,7 +160,7 @@ async def test_a_bar_completing_an_engulfing_after_stored_bars_is_published(flee
     assert event.type == "patterns.detected" and event.source == "pattern-validator"
     assert event.subject == f"patterns.1d.{symbol}"
     assert event.data["symbol"] == symbol and event.data["timeframe"] == "1d"
-    assert event.data["time"] == ms_to_datetime(bars[-1].time_ms).isoformat()
+    assert event.data["time"] == iso(bars[-1].time_ms)
     engulfing = [d for d in event.data["detections"] if d["pattern"] == "engulfing"]
     assert len(engulfing) == 1 and engulfing[0]["direction"] == "bullish"
     # The fall before it, known only from the stored bars, makes it a confident reversal.
@@ -189,7 +189,7 @@ async def test_a_series_unknown_to_the_warehouse_builds_its_window_from_events(f
     await asyncio.sleep(0.3)  # nothing more is coming
     got = sorted((e.data["time"], d["pattern"], d["direction"], d["confidence"])
                  for e in collector.events for d in e.data["detections"])
-    want = sorted((ms_to_datetime(d.time_ms).isoformat(), d.pattern, d.direction.value,
+    want = sorted((iso(d.time_ms), d.pattern, d.direction.value,
                    round(d.confidence, 4)) for d in expected)
     assert got == want
     assert any(p == "double_top" for _, p, _, _ in got)
@@ -248,7 +248,7 @@ async def test_bars_missing_between_events_are_filled_from_the_warehouse(fleet: 
     assert imported.status_code == 201, imported.text
     # ... then the last one, eight bars later: the ones between come from the warehouse.
     await _publish(fleet.nc, symbol, bars[-1:])
-    last = ms_to_datetime(bars[-1].time_ms).isoformat()
+    last = iso(bars[-1].time_ms)
 
     async def engulfing() -> list[dict[str, object]]:
         return [d for e in collector.events if e.data["time"] == last for d in e.data["detections"]
@@ -271,7 +271,7 @@ async def test_a_malformed_bar_event_is_acknowledged_and_the_next_one_still_dete
     frame = _engulfing_after_a_fall()
     await _publish(fleet.nc, symbol, _bars(frame))
     await eventually(lambda: _ready(collector.events))
-    times = {ms_to_datetime(int(t)).isoformat() for t in frame.time_ms}
+    times = {iso(int(t)) for t in frame.time_ms}
     assert {e.data["time"] for e in collector.events} <= times
     durable = f"{fleet.app.state.settings.durable_prefix}-bars"
 

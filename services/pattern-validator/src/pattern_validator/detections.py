@@ -40,7 +40,7 @@ class Detection:
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "time": ms_to_datetime(self.time_ms).isoformat(),
+            "time": iso(self.time_ms),
             "pattern": self.pattern,
             "direction": self.direction.value,
             "confidence": round(self.confidence, 4),
@@ -59,7 +59,8 @@ def price(value: float) -> str:
 
 
 def iso(time_ms: int) -> str:
-    return ms_to_datetime(time_ms).isoformat()
+    """ISO 8601 UTC with a `Z`, as every service writes times (aitrading.jsonutil)."""
+    return ms_to_datetime(time_ms).isoformat().replace("+00:00", "Z")
 
 
 def clamp01(value: float) -> float:

@@ -19,13 +19,12 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aitrading.events import Event
-from aitrading.market.bars import ms_to_datetime
 from aitrading.market.timeframes import Timeframe
 from aitrading.market.wire import parse_bars
 from aitrading.metrics import ServiceMetrics
 from aitrading.outbox import enqueue
 from aitrading.streams import subject_token
-from pattern_validator.detections import Detection
+from pattern_validator.detections import Detection, iso
 from pattern_validator.live import LiveWindows
 from pattern_validator.settings import Settings
 
@@ -42,7 +41,7 @@ def patterns_subject(timeframe: Timeframe, symbol: str) -> str:
 
 def patterns_detected(symbol: str, timeframe: Timeframe, time_ms: int,
                       detections: Sequence[Detection]) -> Event:
-    data = {"symbol": symbol, "timeframe": timeframe.value, "time": ms_to_datetime(time_ms).isoformat(),
+    data = {"symbol": symbol, "timeframe": timeframe.value, "time": iso(time_ms),
             "detections": [d.as_json() for d in detections]}
     return Event.new(PATTERNS_DETECTED, patterns_subject(timeframe, symbol), data, source=SOURCE)
 
