@@ -45,6 +45,23 @@ def _bind_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     return event_dict
 
 
+class _CurrentStdout:
+    """Writes to whatever `sys.stdout` is at the moment of writing.
+
+    Loggers are cached on first use; holding the stdout object of that moment would keep writing to a
+    stream that has since been replaced (and closed) — by a test's output capture, say.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+_STDOUT = _CurrentStdout()
+
+
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -57,12 +74,12 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(_STDOUT),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Route stdlib logging (uvicorn, sqlalchemy, nats) through the same JSON renderer.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_STDOUT)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
