@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/aitrading"
     database_pool_size: int = 10
+    # The PostgreSQL schema; unset, the service's own (`user_service` for user-service). Tests may give
+    # each app one of its own.
+    database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str | None = None
     # The user-service JWKS endpoint; derived from the registry when unset.
@@ -97,4 +100,4 @@ class ServiceSettings(BaseSettings):
 
     @property
     def db_schema(self) -> str:
-        return self.service_name.replace("-", "_")
+        return self.database_schema or self.service_name.replace("-", "_")

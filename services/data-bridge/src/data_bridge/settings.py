@@ -57,16 +57,9 @@ class Settings(ServiceSettings):
     # How often feeds are claimed (one instance runs each feed, under a Postgres advisory lock),
     # their status and counters saved, and changes made through another replica applied.
     feed_claim_interval_s: float = 5.0
-    # Postgres schema of this service; tests give each app its own.
-    database_schema: str | None = None
-
     # Backoff of a feed's own reconnect loop (warehouse, exchange, agent).
     feed_backoff_initial_s: float = 1.0
     feed_backoff_max_s: float = 60.0
 
     # Feeds created on first boot when the store has none (JSON list in DEFAULT_FEEDS).
     default_feeds: list[dict[str, Any]] = DEFAULT_FEEDS
-
-    @property
-    def db_schema(self) -> str:
-        return self.database_schema or super().db_schema

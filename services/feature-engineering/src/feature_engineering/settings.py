@@ -41,13 +41,6 @@ class Settings(ServiceSettings):
     # Series kept in memory; the least recently updated is dropped (and re-seeded if it comes back).
     stream_max_series: int = Field(default=5000, ge=1)
 
-    # The PostgreSQL schema; unset, the service's own (`feature_engineering`). Tests use one each.
-    database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-
-    @property
-    def db_schema(self) -> str:
-        return self.database_schema or super().db_schema
-
     @field_validator("stream_indicators")
     @classmethod
     def _known_indicators(cls, names: list[str]) -> list[str]:
