@@ -7,7 +7,6 @@ orders go POST /internal/mt5/orders → the agent → the terminal's order_send 
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,13 +18,11 @@ from uuid import uuid4
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from data_bridge.main import create_app
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aitrading.db import to_async_url
-from aitrading.testing import TokenIssuer, eventually
+from aitrading.testing import TokenIssuer, eventually, serve_app
 
 AGENT_ROOT = Path(__file__).resolve().parents[3] / "agents" / "mt5-agent"
 sys.path.insert(0, str(AGENT_ROOT))  # the agent is a standalone package, not a workspace member
@@ -57,27 +54,6 @@ async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         agent.terminal.close()
-
-
-@asynccontextmanager
-async def served_on(app: FastAPI, port: int) -> AsyncIterator[str]:
-    """Serve on a fixed port (serve_app picks a new one each time; a restart must keep the address)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def start_mt5_feed(client: Any, symbols: list[str], **params: Any) -> str:
@@ -198,7 +174,7 @@ async def test_the_agent_reconnects_after_the_server_restarts_and_ticks_resume(
     agent = fast_agent(Terminal(fake), f"ws://127.0.0.1:{port}/ws/mt5", admin_token, [symbol])
     try:
         async with listen(f"md.tick.{symbol}") as listener, running(agent):
-            async with served_on(create_app(settings), port) as url:
+            async with serve_app(create_app(settings), port=port) as url:
                 import httpx
 
                 async with httpx.AsyncClient(base_url=url,
@@ -212,7 +188,7 @@ async def test_the_agent_reconnects_after_the_server_restarts_and_ticks_resume(
             down_at = now_ms()
             fake.push_tick(symbol, down_at, 150.111, 150.115)
             await asyncio.sleep(0.3)
-            async with served_on(create_app(settings), port):
+            async with serve_app(create_app(settings), port=port):
                 await eventually(lambda: agent.connections == 2, 15)
                 fake.push_tick(symbol, down_at + 5, 150.121, 150.125)
                 rows = subject_rows(await listener.wait_for(

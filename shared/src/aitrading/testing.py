@@ -131,8 +131,10 @@ async def rolled_back(app: FastAPI) -> AsyncIterator[AsyncSession]:
 
 
 @asynccontextmanager
-async def serve_app(app: FastAPI, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on a free port in this event loop; yields its base URL.
+async def serve_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn in this event loop, on `port` (0: a free one); yields its base URL.
+
+    A fixed port lets a test stop a server and serve again at the same address (a client reconnecting).
 
     A real socket, unlike ASGITransport: for tests of clients (JWKS fetches, the service client, provider
     adapters) that must see real connections, timeouts and refusals. The server stops on exit.
@@ -144,7 +146,7 @@ async def serve_app(app: FastAPI, host: str = "127.0.0.1") -> AsyncIterator[str]
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="auto",
                             timeout_graceful_shutdown=2)
