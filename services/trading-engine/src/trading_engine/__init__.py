@@ -1,0 +1,1 @@
+"""trading-engine: orders and fills, pre-trade risk, the kill switch, deployed strategies, venues (paper, CCXT, MT5)."""

@@ -1,0 +1,213 @@
+"""The built-in strategies and the catalogue that names them.
+
+All four are long-only and trade `quantity` units with market orders: enter when flat on the signal,
+leave the whole position on the exit signal. Indicators are TA-Lib's (the platform's indicator
+catalogue, so a strategy's `sma_10` is the one `/features` shows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from aitrading.errors import Invalid
+from aitrading.market import indicators
+from aitrading.market.bars import OhlcvFrame
+from aitrading.trading.orders import ZERO, OrderIntent
+from aitrading.trading.strategy import (
+    BarContext,
+    FloatArray,
+    Strategy,
+    StrategyParams,
+    crossings,
+    parse_params,
+)
+
+
+def _columns(frame: OhlcvFrame, names: dict[str, str]) -> dict[str, FloatArray]:
+    """Catalogue indicators by their names, under the strategy's own keys."""
+    specs = indicators.parse_many(list(names.values()))
+    computed = indicators.compute(frame, specs)
+    return {key: computed[name] for key, name in names.items()}
+
+
+def _warmup(*names: str) -> int:
+    return indicators.history_needed(indicators.parse_many(list(names)))
+
+
+# --- sma_crossover --------------------------------------------------------------------------------
+
+class SmaCrossoverParams(StrategyParams):
+    fast: int = Field(default=10, ge=1, le=10_000, description="bars of the fast simple moving average")
+    slow: int = Field(default=30, ge=2, le=10_000, description="bars of the slow simple moving average")
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> SmaCrossoverParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        return self
+
+
+class SmaCrossover(Strategy):
+    name = "sma_crossover"
+    description = "Buy when the fast SMA crosses above the slow one; sell the position when it crosses below."
+    Params = SmaCrossoverParams
+    params: SmaCrossoverParams
+
+    def _names(self) -> dict[str, str]:
+        return {"fast": f"sma_{self.params.fast}", "slow": f"sma_{self.params.slow}"}
+
+    def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
+        columns = _columns(frame, self._names())
+        columns["cross"] = crossings(columns["fast"], columns["slow"]).astype(np.float64)
+        return columns
+
+    def warmup(self) -> int:
+        return _warmup(*self._names().values()) + 1
+
+    def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
+        cross = ctx.value("cross")
+        if ctx.position == ZERO and cross > 0:
+            return [ctx.buy(self.params.quantity)]
+        if ctx.position > ZERO and cross < 0:
+            return ctx.close_position()
+        return []
+
+
+# --- rsi_reversion --------------------------------------------------------------------------------
+
+class RsiReversionParams(StrategyParams):
+    period: int = Field(default=14, ge=2, le=1000, description="bars of the RSI")
+    oversold: float = Field(default=30, gt=0, lt=100, description="buy when the RSI falls below this")
+    overbought: float = Field(default=70, gt=0, lt=100, description="sell when the RSI rises above this")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RsiReversionParams:
+        if self.oversold >= self.overbought:
+            raise ValueError(f"oversold ({self.oversold}) must be below overbought ({self.overbought})")
+        return self
+
+
+class RsiReversion(Strategy):
+    name = "rsi_reversion"
+    description = "Buy when the RSI is below `oversold`; sell the position when it is above `overbought`."
+    Params = RsiReversionParams
+    params: RsiReversionParams
+
+    def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
+        return _columns(frame, {"rsi": f"rsi_{self.params.period}"})
+
+    def warmup(self) -> int:
+        return _warmup(f"rsi_{self.params.period}")
+
+    def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
+        rsi = ctx.value("rsi")
+        if ctx.position == ZERO and rsi < self.params.oversold:
+            return [ctx.buy(self.params.quantity)]
+        if ctx.position > ZERO and rsi > self.params.overbought:
+            return ctx.close_position()
+        return []
+
+
+# --- bollinger_breakout ---------------------------------------------------------------------------
+
+class BollingerBreakoutParams(StrategyParams):
+    period: int = Field(default=20, ge=2, le=1000, description="bars of the bands' moving average")
+    deviations: float = Field(default=2.0, gt=0, le=10, description="band width in standard deviations")
+
+
+class BollingerBreakout(Strategy):
+    name = "bollinger_breakout"
+    description = "Buy when the close breaks above the upper band; sell the position below the middle band."
+    Params = BollingerBreakoutParams
+    params: BollingerBreakoutParams
+
+    def _names(self) -> dict[str, str]:
+        base = f"bbands_{self.params.period}_{self.params.deviations:g}"
+        return {"upper": f"{base}_upper", "middle": f"{base}_middle"}
+
+    def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
+        columns = _columns(frame, self._names())
+        columns["close"] = frame.close
+        return columns
+
+    def warmup(self) -> int:
+        return _warmup(*self._names().values())
+
+    def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
+        close = ctx.value("close")
+        if ctx.position == ZERO and close > ctx.value("upper"):
+            return [ctx.buy(self.params.quantity)]
+        if ctx.position > ZERO and close < ctx.value("middle"):
+            return ctx.close_position()
+        return []
+
+
+# --- macd_trend -----------------------------------------------------------------------------------
+
+class MacdTrendParams(StrategyParams):
+    fast: int = Field(default=12, ge=2, le=1000)
+    slow: int = Field(default=26, ge=3, le=1000)
+    signal: int = Field(default=9, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> MacdTrendParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        return self
+
+
+class MacdTrend(Strategy):
+    name = "macd_trend"
+    description = "Buy when MACD crosses above its signal line; sell the position when it crosses below."
+    Params = MacdTrendParams
+    params: MacdTrendParams
+
+    def _names(self) -> dict[str, str]:
+        base = f"macd_{self.params.fast}_{self.params.slow}_{self.params.signal}"
+        return {"macd": base, "signal": f"{base}_signal"}
+
+    def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
+        columns = _columns(frame, self._names())
+        columns["cross"] = crossings(columns["macd"], columns["signal"]).astype(np.float64)
+        return columns
+
+    def warmup(self) -> int:
+        return _warmup(*self._names().values()) + 1
+
+    def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
+        cross = ctx.value("cross")
+        if ctx.position == ZERO and cross > 0:
+            return [ctx.buy(self.params.quantity)]
+        if ctx.position > ZERO and cross < 0:
+            return ctx.close_position()
+        return []
+
+
+BUILT_INS: dict[str, type[Strategy]] = {
+    strategy.name: strategy for strategy in (SmaCrossover, RsiReversion, BollingerBreakout, MacdTrend)
+}
+
+
+def strategy_class(name: str, *, field: str = "strategy") -> type[Strategy]:
+    found = BUILT_INS.get(name)
+    if found is None:
+        known = ", ".join(sorted(BUILT_INS))
+        raise Invalid(f"unknown strategy {name!r}; known: {known}",
+                      errors=[{"field": field, "reason": f"unknown strategy {name!r}"}])
+    return found
+
+
+def build(name: str, params: Mapping[str, Any]) -> Strategy:
+    """A strategy from its catalogue name and JSON parameters; 422 naming the bad field."""
+    cls = strategy_class(name)
+    return cls(parse_params(cls, params))
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every built-in with its description and the JSON schema of its parameters."""
+    return [{"name": cls.name, "description": cls.description, "params": cls.Params.model_json_schema()}
+            for cls in BUILT_INS.values()]
