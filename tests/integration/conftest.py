@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -11,10 +15,11 @@ import pytest
 from aitrading.fleet.launcher import Fleet
 
 FLEET_SERVICES = ["user-service", "central-hub", "api-gateway", "database-service", "data-bridge",
-                  "feature-engineering", "pattern-validator"]
+                  "feature-engineering", "pattern-validator", "trading-engine", "portfolio-manager"]
 PORT_OFFSET = 100  # clear of a developer's `make run` on the catalogue ports
 ADMIN_EMAIL = "fleet-admin@example.com"
 ADMIN_PASSWORD = "fleet-admin-password-1"
+USER_PASSWORD = "a-long-enough-passphrase-7"
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +57,80 @@ def admin(gateway: httpx.Client) -> dict[str, str]:
 def fleet_ws_url(fleet: Fleet) -> str:
     """The gateway's WebSocket base URL."""
     return fleet.url("api-gateway").replace("http://", "ws://")
+
+
+class Trading:
+    """What the trading fleet tests do as a client: sign up users, place orders with retries, compare
+    positions with fills."""
+
+    def __init__(self, gateway: httpx.Client) -> None:
+        self.gateway = gateway
+
+    def new_user(self, prefix: str = "trader") -> dict[str, str]:
+        """A freshly registered user's Authorization headers."""
+        email = f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+        credentials = {"email": email, "password": USER_PASSWORD}
+        created = self.gateway.post("/api/v1/auth/register", json=credentials)
+        assert created.status_code == 201, created.text
+        tokens = self.gateway.post("/api/v1/auth/login", json=credentials).json()
+        return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    @staticmethod
+    def eventually(check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.25) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = check()
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(every_s)
+
+    def place_until_answered(self, headers: dict[str, str], order: dict[str, Any],
+                             timeout_s: float = 90.0) -> httpx.Response:
+        """POST the order until the engine gives a real answer, retrying with the same client_order_id
+        through connection errors, 502/503/504 and timeouts: what a client does while the engine restarts."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                response = self.gateway.post("/api/v1/orders", json=order, headers=headers)
+                if response.status_code not in (502, 503, 504):
+                    return response
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer for {order.get('client_order_id')} within {timeout_s}s")
+            time.sleep(0.2)
+
+    @staticmethod
+    def signed_fills(fills: list[dict[str, Any]]) -> dict[str, Decimal]:
+        """Net quantity per symbol from a list of fills."""
+        net: dict[str, Decimal] = {}
+        for fill in fills:
+            sign = 1 if fill["side"] == "buy" else -1
+            net[fill["symbol"]] = net.get(fill["symbol"], Decimal(0)) + sign * Decimal(fill["quantity"])
+        return net
+
+    def all_fills(self, headers: dict[str, str]) -> list[dict[str, Any]]:
+        response = self.gateway.get("/api/v1/fills", params={"limit": 10_000}, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return list(body["fills"] if isinstance(body, dict) else body)
+
+    def all_orders(self, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+        response = self.gateway.get("/api/v1/orders", params={"limit": 10_000, **params}, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return list(body["orders"] if isinstance(body, dict) else body)
+
+    def positions_match_fills(self, headers: dict[str, str]) -> bool:
+        """Whether portfolio-manager's positions equal the net of the engine's fills, symbol by symbol."""
+        expected = {s: q for s, q in self.signed_fills(self.all_fills(headers)).items() if q != 0}
+        response = self.gateway.get("/api/v1/positions", headers=headers)
+        if response.status_code != 200:
+            return False
+        held = {p["symbol"]: Decimal(p["quantity"]) for p in response.json() if Decimal(p["quantity"]) != 0}
+        return held == expected
+
+
+@pytest.fixture(scope="session")
+def trading(gateway: httpx.Client) -> Trading:
+    return Trading(gateway)

@@ -160,6 +160,12 @@ class ManagedProcess:
         self.terminate()
         self.wait_stopped(grace_s)
 
+    def kill(self) -> None:
+        """SIGKILL the whole group at once, as a crash would: no drain, no shutdown hooks."""
+        if self._process is not None:
+            _signal_group(self._process.pid, signal.SIGKILL)
+        self.wait_stopped(0)
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines this run wrote to the log (earlier runs' lines are left out)."""
         return log_tail(self.spec.log_path, lines, start=self._log_offset)
