@@ -37,6 +37,7 @@ bench: setup  ## side-by-side performance harnesses (print their figures); needs
 		&& apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null; }
 	$(PY) benchmarks/gateway/run.py --rounds 3
 	$(PY) benchmarks/market_data/run.py
+	$(PY) benchmarks/trading/run.py
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
