@@ -43,7 +43,7 @@ _SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec("ai-provider", 8005, "LLM routing, token and cost accounting", ("ai",)),
     ServiceSpec("ml-processing", 8006, "classic ML, model registry", ("models",)),
     ServiceSpec("trading-engine", 8007, "orders, pre-trade risk, strategies, venues",
-                ("orders", "strategies", "risk", "venues"),
+                ("orders", "fills", "strategies", "risk", "venues"),
                 depends_on=("user-service", "database-service", "data-bridge")),
     ServiceSpec("database-service", 8008, "market-data warehouse", ("market",),
                 infra=("nats", "clickhouse")),

@@ -13,6 +13,7 @@ reported with the tail of its log; the others keep running.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -271,6 +272,8 @@ class Fleet:
                "DEPLOYED_SERVICES": json.dumps([spec.name for spec in self.services])}
         if not env.get("SERVICE_CLIENT_SECRET") and not env.get("SERVICE_CLIENT_SECRET_FILE"):
             env["SERVICE_CLIENT_SECRET"] = self.service_secret()
+        if not env.get("CREDENTIALS_KEY") and not env.get("CREDENTIALS_KEY_FILE"):
+            env["CREDENTIALS_KEY"] = self.credentials_key()
         if self.port_offset:
             env["SERVICE_URLS"] = json.dumps({name: self.url(name) for name in REGISTRY})
         return env
@@ -283,6 +286,17 @@ class Fleet:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    def credentials_key(self) -> str:
+        """The Fernet key that encrypts users' venue credentials at rest (trading-engine): made once per
+        data folder, kept there (mode 0600). Losing it makes the stored credentials unreadable."""
+        path = self.data_dir / "credentials-key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())  # Fernet's key format
         return path.read_text().strip()
 
     def _start_together(self, processes: Sequence[ManagedProcess]) -> None:

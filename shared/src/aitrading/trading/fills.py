@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_DOWN, Decimal
 
 from aitrading.market.bars import Bar
@@ -168,4 +168,11 @@ def after_attempt(order: Order) -> OrderStatus | None:
 
 def expired(order: Order, now: datetime) -> bool:
     """A day order is over once the UTC day it was placed in has ended."""
-    return order.time_in_force is TimeInForce.DAY and order.is_open and now.date() > order.created_at.date()
+    if order.time_in_force is not TimeInForce.DAY or not order.is_open:
+        return False
+    return _utc_day(now) > _utc_day(order.created_at)
+
+
+def _utc_day(moment: datetime) -> date:
+    """The UTC calendar day of `moment` (naive times are taken as UTC)."""
+    return (moment.astimezone(UTC) if moment.tzinfo is not None else moment).date()

@@ -231,12 +231,14 @@ class Order:
         if fill.quantity <= ZERO or fill.quantity > self.remaining:
             raise ValueError(f"fill of {fill.quantity} on order {self.id} with {self.remaining} remaining")
         total = self.filled_quantity + fill.quantity
+        status = OrderStatus.FILLED if total == self.quantity else OrderStatus.PARTIALLY_FILLED
+        if not can_transition(self.status, status):  # checked first: a refused fill changes nothing
+            raise InvalidTransition(self.id, self.status, status)
         paid = (self.average_price or ZERO) * self.filled_quantity + fill.price * fill.quantity
         self.average_price = paid / total
         self.filled_quantity = total
         self.fees += fill.fee
-        self.transition(OrderStatus.FILLED if total == self.quantity else OrderStatus.PARTIALLY_FILLED,
-                        now=fill.time)
+        self.transition(status, now=fill.time)
 
     def copy(self) -> Order:
         return replace(self)

@@ -104,12 +104,17 @@ class RiskEngine:
         limits = self.limits
         position = account.positions.get(intent.symbol, ZERO)
         signed = intent.quantity * intent.side.sign
-        reduces = side_reduces(position, intent.side, intent.quantity)
+        # Open orders on the same side have already claimed part of the position: reducing means the
+        # order still shrinks what those leave, or a run of small sells could take a long position short.
+        pending = account.pending.get(intent.symbol, ZERO)
+        claimed = pending if pending * signed > ZERO else ZERO
+        reduces = side_reduces(position + claimed, intent.side, intent.quantity)
         if self.state is TradingState.HALTED:
             raise OrderRefused("trading_state", "trading is halted: only cancels are accepted")
         if self.state is TradingState.REDUCING and not reduces:
             raise OrderRefused("trading_state", "the account is reducing: only orders that shrink a position "
-                                                f"are accepted (position in {intent.symbol} is {position})")
+                                                f"are accepted (position in {intent.symbol} is {position}, "
+                                                f"open orders {pending})")
         if limits.allowed_symbols is not None and intent.symbol not in limits.allowed_symbols:
             raise OrderRefused("instrument", f"{intent.symbol} is not in the account's allowed symbols")
         instrument = limits.instruments.get(intent.symbol)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from aitrading.errors import Invalid
 from aitrading.market import indicators
@@ -38,17 +38,25 @@ def _warmup(*names: str) -> int:
     return indicators.history_needed(indicators.parse_many(list(names)))
 
 
+def _above(name: str, value: float, lower: str, info: ValidationInfo) -> Any:
+    """`value` when it is above the parameter `lower` (declared before it, so already validated); the
+    error lands on `name`, so a client sees `params.slow`, not the whole `params`."""
+    below = info.data.get(lower)
+    if below is not None and below >= value:
+        raise ValueError(f"{name} ({value:g}) must be greater than {lower} ({below:g})")
+    return value
+
+
 # --- sma_crossover --------------------------------------------------------------------------------
 
 class SmaCrossoverParams(StrategyParams):
     fast: int = Field(default=10, ge=1, le=10_000, description="bars of the fast simple moving average")
     slow: int = Field(default=30, ge=2, le=10_000, description="bars of the slow simple moving average")
 
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> SmaCrossoverParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
-        return self
+    @field_validator("slow")
+    @classmethod
+    def _slow_above_fast(cls, slow: int, info: ValidationInfo) -> int:
+        return _above("slow", slow, "fast", info)
 
 
 class SmaCrossover(Strategy):
@@ -58,7 +66,9 @@ class SmaCrossover(Strategy):
     params: SmaCrossoverParams
 
     def _names(self) -> dict[str, str]:
-        return {"fast": f"sma_{self.params.fast}", "slow": f"sma_{self.params.slow}"}
+        # The SMA of one bar is the close itself (TA-Lib's SMA starts at two bars).
+        fast = "close" if self.params.fast == 1 else f"sma_{self.params.fast}"
+        return {"fast": fast, "slow": f"sma_{self.params.slow}"}
 
     def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
         columns = _columns(frame, self._names())
@@ -84,11 +94,10 @@ class RsiReversionParams(StrategyParams):
     oversold: float = Field(default=30, gt=0, lt=100, description="buy when the RSI falls below this")
     overbought: float = Field(default=70, gt=0, lt=100, description="sell when the RSI rises above this")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RsiReversionParams:
-        if self.oversold >= self.overbought:
-            raise ValueError(f"oversold ({self.oversold}) must be below overbought ({self.overbought})")
-        return self
+    @field_validator("overbought")
+    @classmethod
+    def _overbought_above_oversold(cls, overbought: float, info: ValidationInfo) -> float:
+        return _above("overbought", overbought, "oversold", info)
 
 
 class RsiReversion(Strategy):
@@ -116,7 +125,7 @@ class RsiReversion(Strategy):
 
 class BollingerBreakoutParams(StrategyParams):
     period: int = Field(default=20, ge=2, le=1000, description="bars of the bands' moving average")
-    deviations: float = Field(default=2.0, gt=0, le=10, description="band width in standard deviations")
+    deviations: float = Field(default=2.0, ge=0.01, le=10, description="band width in standard deviations")
 
 
 class BollingerBreakout(Strategy):
@@ -126,7 +135,9 @@ class BollingerBreakout(Strategy):
     params: BollingerBreakoutParams
 
     def _names(self) -> dict[str, str]:
-        base = f"bbands_{self.params.period}_{self.params.deviations:g}"
+        # Every digit of the deviations, positional (`:g` would round 2.1234567 to 2.12346).
+        deviations = np.format_float_positional(self.params.deviations, trim="-")
+        base = f"bbands_{self.params.period}_{deviations}"
         return {"upper": f"{base}_upper", "middle": f"{base}_middle"}
 
     def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
@@ -153,11 +164,10 @@ class MacdTrendParams(StrategyParams):
     slow: int = Field(default=26, ge=3, le=1000)
     signal: int = Field(default=9, ge=1, le=1000)
 
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> MacdTrendParams:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
-        return self
+    @field_validator("slow")
+    @classmethod
+    def _slow_above_fast(cls, slow: int, info: ValidationInfo) -> int:
+        return _above("slow", slow, "fast", info)
 
 
 class MacdTrend(Strategy):
