@@ -114,7 +114,12 @@ class LatestPrices:
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.fallback_ttl_s:
             return cached[1]
-        found = await self._quote(symbol, token) or await self._stored_close(symbol, token)
+        try:
+            found = await self._quote(symbol, token)
+        except DomainError as exc:  # data-bridge down: the stored close is still a price
+            _log.warning("quote unavailable; using the stored close", symbol=symbol, error=exc.detail)
+            found = None
+        found = found or await self._stored_close(symbol, token)
         if found is not None:
             if len(self._fetched) > 10_000:
                 self._fetched.clear()

@@ -99,16 +99,15 @@ class FillModel:
             return None
         side, time = order.side, bar.time
         trigger_price: Decimal | None = None
-        if not order.triggered:
-            stop = order.stop_price
-            assert stop is not None
+        stop = order.stop_price
+        if not order.triggered and stop is not None:  # without a stop price there is nothing to wait for
             if side is Side.BUY and bar.high >= stop:
                 trigger_price = max(bar.open, stop)
             elif side is Side.SELL and bar.low <= stop:
                 trigger_price = min(bar.open, stop)
             else:
                 return None
-            order.triggered = True
+        order.triggered = True
         quantity = self._bar_quantity(order, bar)
         if quantity <= ZERO:
             return None

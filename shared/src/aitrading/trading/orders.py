@@ -135,8 +135,6 @@ class OrderIntent:
             found.append({"field": "stop_price", "reason": f"a {self.type.value} order takes no stop_price"})
         if self.stop_price is not None and (not self.stop_price.is_finite() or self.stop_price <= ZERO):
             found.append({"field": "stop_price", "reason": "must be greater than 0"})
-        if self.type is OrderType.MARKET and self.time_in_force is TimeInForce.GTC:
-            pass  # a market order fills at once or, with no liquidity, is canceled like ioc
         return found
 
     def validate(self) -> None:

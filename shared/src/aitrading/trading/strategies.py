@@ -8,7 +8,7 @@ catalogue, so a strategy's `sma_10` is the one `/features` shows).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
@@ -26,6 +26,8 @@ from aitrading.trading.strategy import (
     parse_params,
 )
 
+Number = TypeVar("Number", int, float)
+
 
 def _columns(frame: OhlcvFrame, names: dict[str, str]) -> dict[str, FloatArray]:
     """Catalogue indicators by their names, under the strategy's own keys."""
@@ -35,10 +37,11 @@ def _columns(frame: OhlcvFrame, names: dict[str, str]) -> dict[str, FloatArray]:
 
 
 def _warmup(*names: str) -> int:
-    return indicators.history_needed(indicators.parse_many(list(names)))
+    """Bars one decision on these indicators needs: the history before their first right value and the bar."""
+    return indicators.history_needed(indicators.parse_many(list(names))) + 1
 
 
-def _above(name: str, value: float, lower: str, info: ValidationInfo) -> Any:
+def _above(name: str, value: Number, lower: str, info: ValidationInfo) -> Number:
     """`value` when it is above the parameter `lower` (declared before it, so already validated); the
     error lands on `name`, so a client sees `params.slow`, not the whole `params`."""
     below = info.data.get(lower)
@@ -51,7 +54,8 @@ def _above(name: str, value: float, lower: str, info: ValidationInfo) -> Any:
 
 class SmaCrossoverParams(StrategyParams):
     fast: int = Field(default=10, ge=1, le=10_000, description="bars of the fast simple moving average")
-    slow: int = Field(default=30, ge=2, le=10_000, description="bars of the slow simple moving average")
+    slow: int = Field(default=30, ge=2, le=10_000, description="bars of the slow simple moving average",
+                      validate_default=True)
 
     @field_validator("slow")
     @classmethod
@@ -76,7 +80,7 @@ class SmaCrossover(Strategy):
         return columns
 
     def warmup(self) -> int:
-        return _warmup(*self._names().values()) + 1
+        return _warmup(*self._names().values()) + 1  # a crossing compares with the bar before
 
     def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
         cross = ctx.value("cross")
@@ -92,7 +96,8 @@ class SmaCrossover(Strategy):
 class RsiReversionParams(StrategyParams):
     period: int = Field(default=14, ge=2, le=1000, description="bars of the RSI")
     oversold: float = Field(default=30, gt=0, lt=100, description="buy when the RSI falls below this")
-    overbought: float = Field(default=70, gt=0, lt=100, description="sell when the RSI rises above this")
+    overbought: float = Field(default=70, gt=0, lt=100, description="sell when the RSI rises above this",
+                              validate_default=True)
 
     @field_validator("overbought")
     @classmethod
@@ -107,7 +112,12 @@ class RsiReversion(Strategy):
     params: RsiReversionParams
 
     def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
-        return _columns(frame, {"rsi": f"rsi_{self.params.period}"})
+        columns = _columns(frame, {"rsi": f"rsi_{self.params.period}"})
+        # TA-Lib answers 0 while no close has moved yet (no gain and no loss): that is no reading, not
+        # "oversold" - a flat market must not buy.
+        moved = np.cumsum(np.abs(np.diff(frame.close, prepend=frame.close[:1]))) > 0
+        columns["rsi"] = np.where(moved, columns["rsi"], np.nan)
+        return columns
 
     def warmup(self) -> int:
         return _warmup(f"rsi_{self.params.period}")
@@ -161,7 +171,7 @@ class BollingerBreakout(Strategy):
 
 class MacdTrendParams(StrategyParams):
     fast: int = Field(default=12, ge=2, le=1000)
-    slow: int = Field(default=26, ge=3, le=1000)
+    slow: int = Field(default=26, ge=3, le=1000, validate_default=True)
     signal: int = Field(default=9, ge=1, le=1000)
 
     @field_validator("slow")
@@ -186,7 +196,7 @@ class MacdTrend(Strategy):
         return columns
 
     def warmup(self) -> int:
-        return _warmup(*self._names().values()) + 1
+        return _warmup(*self._names().values()) + 1  # a crossing compares with the bar before
 
     def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
         cross = ctx.value("cross")

@@ -88,7 +88,8 @@ class Strategy:
         raise NotImplementedError
 
     def warmup(self) -> int:
-        """Bars of history the indicators need before their first value is right."""
+        """Bars one decision needs, the bar decided on included: live trading decides on at least this many
+        recent bars and gets what a decision over the whole history would give."""
         raise NotImplementedError
 
     def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
