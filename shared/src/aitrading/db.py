@@ -125,4 +125,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-DbSession = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit runs when the route returns, before the response is sent, so a client
+# never reads ahead of a write it was told succeeded, and a failing commit is the response's error.
+DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]

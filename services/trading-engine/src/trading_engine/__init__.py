@@ -1,1 +1,2 @@
-"""trading-engine: orders and fills, pre-trade risk, the kill switch, deployed strategies, venues (paper, CCXT, MT5)."""
+"""trading-engine: orders and fills, pre-trade risk, the kill switch, deployed strategies, and venues
+(paper, CCXT, MT5)."""
