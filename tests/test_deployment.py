@@ -30,7 +30,8 @@ INFRA = ("postgres", "clickhouse", "dragonfly", "nats", "weaviate", "arangodb")
 # The registry names infrastructure by protocol; compose names the server that speaks it.
 COMPOSE_INFRA = {"postgres": "postgres", "nats": "nats", "redis": "dragonfly", "clickhouse": "clickhouse",
                  "weaviate": "weaviate", "arangodb": "arangodb"}
-SECRETS = ("service_client_secret", "admin_password", "signing_key_passphrase", "grafana_admin_password")
+SECRETS = ("service_client_secret", "admin_password", "signing_key_passphrase", "grafana_admin_password",
+           "credentials_key")
 SERVICE_IDS = [spec.name for spec in SERVICES]
 
 
@@ -257,6 +258,16 @@ def test_prod_scales_stateless_services_and_runs_monitoring(config: Any) -> None
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["grafana"]["image"].startswith("grafana/grafana:")
     assert set(config(PROD)["secrets"]) == set(SECRETS)
+
+
+def test_exchange_credentials_are_encrypted_with_a_key_from_a_secret_file(config: Any) -> None:
+    engine = config(PROD)["services"]["trading-engine"]
+    assert engine["environment"]["CREDENTIALS_KEY_FILE"] == "/run/secrets/credentials_key"
+    # Only passed through from the operator's shell, never given a value: a plain variable wins over its file.
+    assert engine["environment"].get("CREDENTIALS_KEY") is None
+    assert {s["source"] if isinstance(s, dict) else s for s in engine["secrets"]} >= {"credentials_key"}
+    k8s = (ROOT / "infrastructure/k8s/base/trading-engine.yaml").read_text()
+    assert "CREDENTIALS_KEY_FILE" in k8s and "/run/secrets/aitrading/credentials_key" in k8s
 
 
 # ---------------------------------------------------------------------------------------------- images
