@@ -66,9 +66,11 @@ def _no_order_lost_or_doubled(trading: Any, user: dict[str, str], ids: list[str]
 
 
 def test_killing_the_trading_engine_mid_flow_loses_and_doubles_nothing(fleet: Fleet, trading: Any) -> None:
+    unanswered = trading.unanswered
     user, ids = _crash_while_orders_flow(fleet, trading, "trading-engine")
+    assert trading.unanswered > unanswered, "the crash should have left requests unanswered, to be sent again"
     _no_order_lost_or_doubled(trading, user, ids)
-    assert trading.eventually(lambda: trading.positions_match_fills(user), timeout_s=60), \
+    assert trading.eventually(lambda: trading.positions_match_fills(user), timeout_s=60, every_s=1.0), \
         "portfolio-manager's positions never matched the engine's fills"
 
 
@@ -76,8 +78,8 @@ def test_killing_the_portfolio_manager_mid_flow_keeps_positions_equal_to_fills(
         fleet: Fleet, trading: Any) -> None:
     user, ids = _crash_while_orders_flow(fleet, trading, "portfolio-manager")
     _no_order_lost_or_doubled(trading, user, ids)
-    assert trading.eventually(lambda: trading.positions_match_fills(user), timeout_s=60), \
+    assert trading.eventually(lambda: trading.positions_match_fills(user), timeout_s=60, every_s=1.0), \
         "after the restart, positions never caught up with the fills"
     expected_net = sum(1 if i % 3 != 2 else -1 for i in range(ORDERS))
-    positions = trading.gateway.get("/api/v1/positions", headers=user).json()
+    positions = trading.get("/api/v1/positions", user).json()
     assert [Decimal(p["quantity"]) for p in positions if p["symbol"] == "SPX"] == [Decimal(expected_net)]
