@@ -9,7 +9,7 @@
    trading-engine and api-gateway as processes (the launcher; DATABASE_URL/NATS_URL when set, embedded
    otherwise). `--orders` sequential paper market orders on SPX, each answered once it is stored,
    risk-checked and filled on paper: latency p50/p99 through the gateway and straight to the engine,
-   then throughput with 8 concurrent clients straight to the engine.
+   then throughput with 8 concurrent clients straight to the engine, for one user and for eight.
 
 Prints the figures; asserts nothing. Everything it starts is stopped at the end.
 """
@@ -56,11 +56,26 @@ async def _orders(http: httpx.AsyncClient, base: str, headers: dict[str, str], c
     return latencies
 
 
-async def _throughput(base: str, headers: dict[str, str], count: int, clients: int = 8) -> float:
+async def _user(http: httpx.AsyncClient, gateway: str, index: int) -> dict[str, str]:
+    """A new user whose order-rate throttle is lifted (it is a safety limit, not what is measured)."""
+    credentials = {"email": f"bench-{index}-{uuid.uuid4().hex[:8]}@example.com",
+                   "password": "bench-user-password-1"}
+    (await http.post(gateway + "/api/v1/auth/register", json=credentials)).raise_for_status()
+    login = await http.post(gateway + "/api/v1/auth/login", json=credentials)
+    login.raise_for_status()
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    limits = await http.put(gateway + "/api/v1/risk/limits", headers=headers,
+                            json={"max_orders_per_window": 1_000_000})
+    limits.raise_for_status()
+    return headers
+
+
+async def _throughput(base: str, users: list[dict[str, str]], count: int) -> float:
+    """Orders/s with one client per user, all at once (one user's orders are serialized by design)."""
     async with httpx.AsyncClient(timeout=30) as http:
         began = time.perf_counter()
-        await asyncio.gather(*(_orders(http, base, headers, count // clients) for _ in range(clients)))
-        return (count // clients * clients) / (time.perf_counter() - began)
+        await asyncio.gather(*(_orders(http, base, headers, count // len(users)) for headers in users))
+        return (count // len(users) * len(users)) / (time.perf_counter() - began)
 
 
 async def fleet_figures(orders: int) -> None:
@@ -74,23 +89,19 @@ async def fleet_figures(orders: int) -> None:
         with fleet:
             gateway, engine = fleet.url("api-gateway"), fleet.url("trading-engine")
             async with httpx.AsyncClient(timeout=30) as http:
-                login = await http.post(gateway + "/api/v1/auth/login",
-                                        json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-                login.raise_for_status()
-                headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-                # The default throttle (600 orders a minute) is a safety limit, not what is measured here.
-                limits = await http.put(gateway + "/api/v1/risk/limits", headers=headers,
-                                        json={"max_orders_per_window": 1_000_000})
-                limits.raise_for_status()
-                await _orders(http, gateway, headers, 50)  # warm-up: connections, price cache, JIT-free paths
-                through_gateway = await _orders(http, gateway, headers, orders)
-                direct = await _orders(http, engine, headers, orders)
-            rate = await _throughput(engine, headers, orders)
+                users = [await _user(http, gateway, i) for i in range(8)]
+                await _orders(http, gateway, users[0], 50)  # warm-up: connections, price cache
+                through_gateway = await _orders(http, gateway, users[0], orders)
+                direct = await _orders(http, engine, users[0], orders)
+            one_user = await _throughput(engine, users[:1] * 8, orders)
+            many_users = await _throughput(engine, users, orders)
     print(f"order acknowledgement, {orders} sequential paper market orders on SPX "
           "(stored, risk-checked, filled):")
     print(f"  through the gateway:      {percentiles(through_gateway)}")
     print(f"  straight to the engine:   {percentiles(direct)}")
-    print(f"  8 concurrent clients straight to the engine: {rate:,.0f} orders/s")
+    print(f"  8 concurrent clients straight to the engine, one user:    {one_user:,.0f} orders/s "
+          "(a user's orders are placed one at a time, across replicas too)")
+    print(f"  8 concurrent clients straight to the engine, eight users: {many_users:,.0f} orders/s")
 
 
 def main() -> None:

@@ -137,10 +137,13 @@ async def lock_risk_account(session: AsyncSession, owner: UUID, now: datetime) -
     Everything that changes an owner's orders, fills or positions takes this lock first, so placement,
     fills and state changes of one owner happen one at a time across replicas.
     """
+    stmt = sa.select(risk_accounts).where(risk_accounts.c.owner_id == owner).with_for_update()
+    found = (await session.execute(stmt)).first()
+    if found is not None:  # the usual case: one round trip
+        return found
     await session.execute(postgresql.insert(risk_accounts)
                           .values(owner_id=owner, created_at=now, updated_at=now)
                           .on_conflict_do_nothing(index_elements=["owner_id"]))
-    stmt = sa.select(risk_accounts).where(risk_accounts.c.owner_id == owner).with_for_update()
     return (await session.execute(stmt)).one()
 
 
