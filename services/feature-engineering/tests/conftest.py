@@ -7,28 +7,27 @@ shared test issuer, whose JWKS every app here trusts.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-import nats
 import pytest
 from database_service.main import create_app as create_database_service
 from database_service.settings import Settings as DatabaseServiceSettings
 from fastapi import FastAPI
 from feature_engineering.main import create_app
 from feature_engineering.settings import Settings
-from nats.js.errors import NotFoundError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from aitrading.db import to_async_url
 from aitrading.streams import MARKET
-from aitrading.testing import TokenIssuer, running_app, serve_app
+from aitrading.testing import (
+    TokenIssuer,
+    durable_bound,
+    remove_traces,
+    running_app,
+    serve_app,
+    shared_warehouse_dir,
+)
 
 
 def unique_symbol(prefix: str = "T") -> str:
@@ -45,7 +44,7 @@ async def database_service_url(tmp_path_factory: pytest.TempPathFactory, databas
     """The real database-service on a real socket, with the bundled SPX and NDX history loaded."""
     settings = DatabaseServiceSettings(
         database_url=database_url, nats_url=nats_url, jwks_url=token_issuer.jwks_url,
-        data_dir=Path(tmp_path_factory.mktemp("database-service")), heartbeat_interval_s=60,
+        data_dir=shared_warehouse_dir(tmp_path_factory), heartbeat_interval_s=60,
         shutdown_grace_s=1, ingest_enabled=False, durable_prefix=f"dbs-fe-{uuid4().hex[:10]}")
     async with serve_app(create_database_service(settings)) as url:
         yield url
@@ -88,38 +87,15 @@ async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.A
         await _remove_traces(settings)
 
 
-async def _consumer_bound(settings: Settings, within_s: float = 20.0) -> None:
+async def _consumer_bound(settings: Settings) -> None:
     """Wait until the durable over md.bar exists: it only sees bars published after that."""
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        deadline = asyncio.get_running_loop().time() + within_s
-        while True:
-            try:
-                await js.consumer_info(MARKET.name, f"{settings.durable_prefix}-bars")
-                return
-            except NotFoundError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-    finally:
-        await nc.close()
+    await durable_bound(settings.nats_url, MARKET.name, f"{settings.durable_prefix}-bars")
 
 
 async def _remove_traces(settings: Settings) -> None:
     """Drop the app's schema and its durable, so test runs leave nothing behind."""
-    engine = create_async_engine(to_async_url(settings.database_url))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
-    finally:
-        await engine.dispose()
-    nc = await nats.connect(settings.nats_url)
-    try:
-        with contextlib.suppress(NotFoundError):
-            await nc.jetstream().delete_consumer(MARKET.name, f"{settings.durable_prefix}-bars")
-    finally:
-        await nc.close()
+    await remove_traces(settings.database_url, settings.db_schema, settings.nats_url,
+                        [(MARKET.name, f"{settings.durable_prefix}-bars")])
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aitrading.market.bars import OhlcvFrame
+from aitrading.testing import shared_warehouse_dir
 
 DAY_MS = 86_400_000
 START_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
@@ -47,5 +48,5 @@ def bar_index(frame: OhlcvFrame, time_ms: int) -> int:
 
 @pytest.fixture(scope="session")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one chDB folder of this test session (see services.py)."""
-    return tmp_path_factory.mktemp("pattern-validator-warehouse")
+    """The one chDB folder of this test session, shared with the other suites that serve database-service."""
+    return shared_warehouse_dir(tmp_path_factory)

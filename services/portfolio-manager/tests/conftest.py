@@ -8,33 +8,27 @@ its own schema and durable prefix, and consumes only the fills subjects of its m
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-import nats
 import pytest
 from data_bridge.main import create_app as create_data_bridge
 from data_bridge.settings import Settings as DataBridgeSettings
 from database_service.main import create_app as create_database_service
 from database_service.settings import Settings as DatabaseServiceSettings
 from fastapi import FastAPI
-from nats.js.errors import NotFoundError
 from portfolio_manager.events import durable_names
 from portfolio_manager.main import create_app
 from portfolio_manager.settings import Settings
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from aitrading.db import to_async_url
 from aitrading.events import Event, EventBus
 from aitrading.streams import TRADING, subject_token
-from aitrading.testing import TokenIssuer, running_app, serve_app
+from aitrading.testing import TokenIssuer, running_app, serve_app, shared_warehouse_dir
+from aitrading.testing import remove_traces as remove_app_traces
 
 PublishFill = Callable[..., Awaitable[Event]]
 
@@ -68,7 +62,7 @@ async def database_service_url(tmp_path_factory: pytest.TempPathFactory, databas
     """The real database-service on a real socket, with the bundled SPX and NDX history loaded."""
     settings = DatabaseServiceSettings(
         database_url=database_url, nats_url=nats_url, jwks_url=token_issuer.jwks_url,
-        data_dir=Path(tmp_path_factory.mktemp("database-service")), heartbeat_interval_s=60,
+        data_dir=shared_warehouse_dir(tmp_path_factory), heartbeat_interval_s=60,
         shutdown_grace_s=1, ingest_enabled=False, durable_prefix=f"dbs-pm-{uuid4().hex[:10]}")
     async with serve_app(create_database_service(settings)) as url:
         yield url
@@ -85,7 +79,7 @@ async def data_bridge_url(database_url: str, nats_url: str, token_issuer: TokenI
         async with serve_app(create_data_bridge(settings)) as url:
             yield url
     finally:
-        await _drop_schema(database_url, settings.db_schema)
+        await remove_app_traces(database_url, settings.db_schema, nats_url)
 
 
 @pytest.fixture(scope="session")
@@ -124,15 +118,6 @@ async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.A
         await _remove_traces(settings)
 
 
-async def _drop_schema(database_url: str, schema: str) -> None:
-    engine = create_async_engine(to_async_url(database_url))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def remove_traces() -> Callable[[Settings], Awaitable[None]]:
     return _remove_traces
@@ -140,14 +125,9 @@ def remove_traces() -> Callable[[Settings], Awaitable[None]]:
 
 async def _remove_traces(settings: Settings) -> None:
     """Drop the app's schema and its durables, so test runs leave nothing behind."""
-    await _drop_schema(settings.database_url, settings.db_schema)
-    nc = await nats.connect(settings.nats_url)
-    try:
-        for _, durable in durable_names(settings.durable_prefix, settings.fills_subjects):
-            with contextlib.suppress(NotFoundError):
-                await nc.jetstream().delete_consumer(TRADING.name, durable)
-    finally:
-        await nc.close()
+    durables = durable_names(settings.durable_prefix, settings.fills_subjects)
+    await remove_app_traces(settings.database_url, settings.db_schema, settings.nats_url,
+                            [(TRADING.name, durable) for _, durable in durables])
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,13 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from portfolio_manager.events import durable_names
 from portfolio_manager.settings import Settings
 
 from aitrading.events import EventBus
 from aitrading.market.wire import ticks_event
-from aitrading.streams import subject_token
-from aitrading.testing import eventually
+from aitrading.streams import TRADING, subject_token
+from aitrading.testing import durable_bound, eventually
 
 pytestmark = pytest.mark.slow  # serves database-service (chDB) and data-bridge, consumes over NATS
 
@@ -28,7 +29,16 @@ NewUser = Callable[[], tuple[UUID, dict[str, str]]]
 
 @pytest.fixture(scope="module")
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings(fills_subjects=[f"fills.{subject_token(s)}" for s in (LIVE, STORED, NONE, "SPX")])
+    # fills.SPX is shared with every other suite (and kept by the TRADING stream): this app's durables
+    # start with what is published after they exist, not with the stream's whole history of SPX fills.
+    return make_settings(fills_subjects=[f"fills.{subject_token(s)}" for s in (LIVE, STORED, NONE, "SPX")],
+                         fills_deliver="new")
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def durables_bound(settings: Settings, client: httpx.AsyncClient) -> None:
+    for _, durable in durable_names(settings.durable_prefix, settings.fills_subjects):
+        await durable_bound(settings.nats_url, TRADING.name, durable)
 
 
 async def _portfolio(client: httpx.AsyncClient, headers: dict[str, str]) -> Any:

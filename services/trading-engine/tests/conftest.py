@@ -10,13 +10,11 @@ subscribe on their own symbols only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,17 +27,14 @@ from database_service.main import create_app as create_database_service
 from database_service.settings import Settings as DatabaseServiceSettings
 from fastapi import FastAPI
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 from trading_engine.main import create_app
 from trading_engine.settings import Settings
 
-from aitrading.db import to_async_url
 from aitrading.events import Event
 from aitrading.market.prices import PriceQuote
 from aitrading.streams import MARKET
-from aitrading.testing import TokenIssuer, running_app, serve_app
+from aitrading.testing import TokenIssuer, durable_bound, running_app, serve_app, shared_warehouse_dir
+from aitrading.testing import remove_traces as remove_app_traces
 
 Headers = dict[str, str]
 
@@ -58,7 +53,7 @@ async def database_service_url(tmp_path_factory: pytest.TempPathFactory, databas
     """The real database-service on a real socket, with the bundled SPX and NDX history loaded."""
     settings = DatabaseServiceSettings(
         database_url=database_url, nats_url=nats_url, jwks_url=token_issuer.jwks_url,
-        data_dir=Path(tmp_path_factory.mktemp("database-service")), heartbeat_interval_s=60,
+        data_dir=shared_warehouse_dir(tmp_path_factory), heartbeat_interval_s=60,
         shutdown_grace_s=1, ingest_enabled=False, durable_prefix=f"dbs-te-{uuid4().hex[:10]}")
     async with serve_app(create_database_service(settings)) as url:
         yield url
@@ -78,16 +73,7 @@ async def data_bridge_url(database_url: str, nats_url: str, token_issuer: TokenI
         async with serve_app(create_data_bridge(settings)) as url:
             yield url
     finally:
-        await drop_schema(database_url, settings.db_schema)
-
-
-async def drop_schema(database_url: str, schema: str) -> None:
-    engine = create_async_engine(to_async_url(database_url))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        await engine.dispose()
+        await remove_app_traces(database_url, settings.db_schema, nats_url)
 
 
 @pytest.fixture(scope="session")
@@ -130,32 +116,14 @@ async def engine_app(settings: Settings, *,
             await remove_traces(settings)
 
 
-async def consumer_bound(settings: Settings, within_s: float = 20.0) -> None:
+async def consumer_bound(settings: Settings) -> None:
     """Wait until the strategy durable exists: it only sees bars published after that."""
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
-        deadline = asyncio.get_running_loop().time() + within_s
-        while True:
-            try:
-                await js.consumer_info(MARKET.name, f"{settings.durable_prefix}-strategy-bars")
-                return
-            except NotFoundError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-    finally:
-        await nc.close()
+    await durable_bound(settings.nats_url, MARKET.name, f"{settings.durable_prefix}-strategy-bars")
 
 
 async def remove_traces(settings: Settings) -> None:
-    await drop_schema(settings.database_url, settings.db_schema)
-    nc = await nats.connect(settings.nats_url)
-    try:
-        with contextlib.suppress(NotFoundError):
-            await nc.jetstream().delete_consumer(MARKET.name, f"{settings.durable_prefix}-strategy-bars")
-    finally:
-        await nc.close()
+    await remove_app_traces(settings.database_url, settings.db_schema, settings.nats_url,
+                            [(MARKET.name, f"{settings.durable_prefix}-strategy-bars")])
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,30 @@ server: without `REDIS_URL` the Redis-backed tests are skipped and the in-proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import nats
 import pytest
 from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession
+from nats.js.errors import NotFoundError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aitrading.db import Database, get_session
+from aitrading.db import Database, get_session, to_async_url
 from aitrading.errors import Unauthorized, install_error_handlers
 from aitrading.settings import ServiceSettings
 
@@ -246,3 +251,52 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 15.0, interval
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout_s}s; last value: {value!r}")
         await asyncio.sleep(interval_s)
+
+
+async def durable_bound(nats_url: str, stream: str, durable: str, within_s: float = 20.0) -> None:
+    """Wait until the durable consumer exists on the server: a durable created with deliver "new" only
+    sees what is published after that moment."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                await js.consumer_info(stream, durable)
+                return
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
+async def remove_traces(database_url: str, schema: str, nats_url: str,
+                        durables: Iterable[tuple[str, str]] = ()) -> None:
+    """Drop an app's schema and its (stream, durable) consumers, so a test run leaves nothing behind."""
+    engine = create_async_engine(to_async_url(database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()
+    nc = await nats.connect(nats_url)
+    try:
+        for stream, durable in durables:
+            with contextlib.suppress(NotFoundError):
+                await nc.jetstream().delete_consumer(stream, durable)
+    finally:
+        await nc.close()
+
+
+def shared_warehouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one DATA_DIR every in-process database-service of a test session uses.
+
+    chDB holds one warehouse folder per process, so suites that serve database-service in the same
+    pytest process share its folder (and the bundled history loaded into it) instead of each opening
+    its own.
+    """
+    path = tmp_path_factory.getbasetemp() / "shared-database-service"
+    path.mkdir(exist_ok=True)
+    return path

@@ -63,24 +63,21 @@ class SmaCrossoverParams(StrategyParams):
         return _above("slow", slow, "fast", info)
 
 
-class SmaCrossover(Strategy):
-    name = "sma_crossover"
-    description = "Buy when the fast SMA crosses above the slow one; sell the position when it crosses below."
-    Params = SmaCrossoverParams
-    params: SmaCrossoverParams
+class Crossover(Strategy):
+    """Long-only on the crossing of two lines: enter when `line` crosses above `signal`, leave when it
+    crosses below. Subclasses name the two catalogue indicators in `_lines`."""
 
-    def _names(self) -> dict[str, str]:
-        # The SMA of one bar is the close itself (TA-Lib's SMA starts at two bars).
-        fast = "close" if self.params.fast == 1 else f"sma_{self.params.fast}"
-        return {"fast": fast, "slow": f"sma_{self.params.slow}"}
+    def _lines(self) -> tuple[str, str]:
+        raise NotImplementedError
 
     def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
-        columns = _columns(frame, self._names())
-        columns["cross"] = crossings(columns["fast"], columns["slow"]).astype(np.float64)
+        line, signal = self._lines()
+        columns = _columns(frame, {"line": line, "signal": signal})
+        columns["cross"] = crossings(columns["line"], columns["signal"]).astype(np.float64)
         return columns
 
     def warmup(self) -> int:
-        return _warmup(*self._names().values()) + 1  # a crossing compares with the bar before
+        return _warmup(*self._lines()) + 1  # a crossing compares with the bar before
 
     def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
         cross = ctx.value("cross")
@@ -89,6 +86,18 @@ class SmaCrossover(Strategy):
         if ctx.position > ZERO and cross < 0:
             return ctx.close_position()
         return []
+
+
+class SmaCrossover(Crossover):
+    name = "sma_crossover"
+    description = "Buy when the fast SMA crosses above the slow one; sell the position when it crosses below."
+    Params = SmaCrossoverParams
+    params: SmaCrossoverParams
+
+    def _lines(self) -> tuple[str, str]:
+        # The SMA of one bar is the close itself (TA-Lib's SMA starts at two bars).
+        fast = "close" if self.params.fast == 1 else f"sma_{self.params.fast}"
+        return fast, f"sma_{self.params.slow}"
 
 
 # --- rsi_reversion --------------------------------------------------------------------------------
@@ -180,31 +189,15 @@ class MacdTrendParams(StrategyParams):
         return _above("slow", slow, "fast", info)
 
 
-class MacdTrend(Strategy):
+class MacdTrend(Crossover):
     name = "macd_trend"
     description = "Buy when MACD crosses above its signal line; sell the position when it crosses below."
     Params = MacdTrendParams
     params: MacdTrendParams
 
-    def _names(self) -> dict[str, str]:
+    def _lines(self) -> tuple[str, str]:
         base = f"macd_{self.params.fast}_{self.params.slow}_{self.params.signal}"
-        return {"macd": base, "signal": f"{base}_signal"}
-
-    def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
-        columns = _columns(frame, self._names())
-        columns["cross"] = crossings(columns["macd"], columns["signal"]).astype(np.float64)
-        return columns
-
-    def warmup(self) -> int:
-        return _warmup(*self._names().values()) + 1  # a crossing compares with the bar before
-
-    def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
-        cross = ctx.value("cross")
-        if ctx.position == ZERO and cross > 0:
-            return [ctx.buy(self.params.quantity)]
-        if ctx.position > ZERO and cross < 0:
-            return ctx.close_position()
-        return []
+        return base, f"{base}_signal"
 
 
 BUILT_INS: dict[str, type[Strategy]] = {
