@@ -96,11 +96,11 @@ def test_reducing_accepts_only_orders_that_shrink_a_position() -> None:
 def test_reducing_counts_open_orders_that_already_reduce() -> None:
     """Two sells of the whole long position would take it short once both fill."""
     risk = engine(TradingState.REDUCING)
-    risk.check(market(Side.SELL, "6"), account({"AAPL": "10"}, pending={"AAPL": D(-4)}), NOW)
-    error = refused(risk, market(Side.SELL, "10"), account({"AAPL": "10"}, pending={"AAPL": D(-10)}))
-    assert error.rule == "trading_state" and "open orders -10" in error.detail
+    risk.check(market(Side.SELL, "6"), account({"AAPL": "10"}, pending_sell={"AAPL": D(4)}), NOW)
+    error = refused(risk, market(Side.SELL, "10"), account({"AAPL": "10"}, pending_sell={"AAPL": D(10)}))
+    assert error.rule == "trading_state" and "open orders on that side -10" in error.detail
     # An open buy does not use up the long position a sell reduces.
-    risk.check(market(Side.SELL, "10"), account({"AAPL": "10"}, pending={"AAPL": D(5)}), NOW)
+    risk.check(market(Side.SELL, "10"), account({"AAPL": "10"}, pending_buy={"AAPL": D(5)}), NOW)
 
 
 def test_side_reduces_means_shrinks_without_crossing_zero() -> None:
@@ -156,7 +156,7 @@ def test_order_notional_is_quantity_times_the_price_it_can_trade_at() -> None:
 
 def test_position_limits_in_quantity_and_value_count_the_position_and_same_side_open_orders() -> None:
     risk = engine(max_position_quantity=D(100), max_position_notional=D(9000))
-    view = account({"AAPL": "50"}, pending={"AAPL": D(30)})
+    view = account({"AAPL": "50"}, pending_buy={"AAPL": D(30)})
     risk.check(market(Side.BUY, "10"), view, NOW)                      # 50 + 30 + 10 = 90 (x 100 = 9,000)
     error = refused(risk, market(Side.BUY, "10.01"), view)
     assert error.rule == "max_position" and "worth 9,001.00" in error.detail
@@ -164,10 +164,18 @@ def test_position_limits_in_quantity_and_value_count_the_position_and_same_side_
     quantity_only.check(market(Side.BUY, "20"), view, NOW)             # exactly 100
     assert "would be 100.5" in refused(quantity_only, market(Side.BUY, "20.5"), view).detail
     # Open sells do not offset a new buy in the worst case, and a short grows against the limit too.
-    assert refused(quantity_only, market(Side.BUY, "60"), account({"AAPL": "50"}, pending={"AAPL": D(-30)})
-                   ).rule == "max_position"
+    selling = account({"AAPL": "50"}, pending_sell={"AAPL": D(30)})
+    assert refused(quantity_only, market(Side.BUY, "60"), selling).rule == "max_position"
     quantity_only.check(market(Side.SELL, "100"), account(), NOW)
     assert refused(quantity_only, market(Side.SELL, "100.001"), account()).rule == "max_position"
+
+
+def test_open_buys_count_in_full_even_when_open_sells_of_the_same_symbol_could_net_them() -> None:
+    risk = engine(max_position_quantity=D(60))
+    both_ways = account({}, pending_buy={"AAPL": D(50)}, pending_sell={"AAPL": D(50)})
+    # The resting sell may never fill while the resting buy does: 50 + 20 is past the limit.
+    assert refused(risk, market(Side.BUY, "20"), both_ways).rule == "max_position"
+    risk.check(market(Side.BUY, "10"), both_ways, NOW)
 
 
 def test_a_flip_is_checked_as_the_new_position_it_opens() -> None:

@@ -178,10 +178,12 @@ async def account_view(session: AsyncSession, owner: UUID, account: str, prices:
     for p in held:
         positions[p.symbol] = p.quantity
         unrealized += (price_of.get(p.symbol, p.average_price) - p.average_price) * p.quantity
-    pending: dict[str, Decimal] = {}
+    pending: dict[Side, dict[str, Decimal]] = {Side.BUY: {}, Side.SELL: {}}
     open_orders = await store.open_orders_of(session, owner, account)
     for o in open_orders:
-        pending[o.symbol] = pending.get(o.symbol, ZERO) + (o.quantity - o.filled_quantity) * Side(o.side).sign
+        side = pending[Side(o.side)]
+        side[o.symbol] = side.get(o.symbol, ZERO) + o.quantity - o.filled_quantity
     realized = await store.realized_since(session, owner, account, day_start(now))
-    return AccountView(positions=positions, prices=price_of, open_orders=len(open_orders), pending=pending,
+    return AccountView(positions=positions, prices=price_of, open_orders=len(open_orders),
+                       pending_buy=pending[Side.BUY], pending_sell=pending[Side.SELL],
                        daily_pnl=realized + unrealized)

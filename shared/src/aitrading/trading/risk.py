@@ -83,7 +83,16 @@ class AccountView:
     positions: Mapping[str, Decimal]            # signed quantity per symbol
     prices: Mapping[str, Decimal]               # last price per symbol
     open_orders: int = 0
-    pending: Mapping[str, Decimal] = field(default_factory=dict)  # signed open quantity per symbol
+    # What open orders still want per symbol, each side on its own (a buy does not offset a sell: either
+    # may fill first), as positive quantities.
+    pending_buy: Mapping[str, Decimal] = field(default_factory=dict)
+    pending_sell: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def pending_on_side(self, symbol: str, side: Side) -> Decimal:
+        """The signed quantity open orders on `side` may still add to the position in `symbol`."""
+        if side is Side.BUY:
+            return self.pending_buy.get(symbol, ZERO)
+        return -self.pending_sell.get(symbol, ZERO)
     daily_pnl: Decimal = ZERO                   # realized + unrealized change since the day began
 
 
@@ -106,15 +115,14 @@ class RiskEngine:
         signed = intent.quantity * intent.side.sign
         # Open orders on the same side have already claimed part of the position: reducing means the
         # order still shrinks what those leave, or a run of small sells could take a long position short.
-        pending = account.pending.get(intent.symbol, ZERO)
-        claimed = pending if pending * signed > ZERO else ZERO
+        claimed = account.pending_on_side(intent.symbol, intent.side)
         reduces = side_reduces(position + claimed, intent.side, intent.quantity)
         if self.state is TradingState.HALTED:
             raise OrderRefused("trading_state", "trading is halted: only cancels are accepted")
         if self.state is TradingState.REDUCING and not reduces:
             raise OrderRefused("trading_state", "the account is reducing: only orders that shrink a position "
                                                 f"are accepted (position in {intent.symbol} is {position}, "
-                                                f"open orders {pending})")
+                                                f"open orders on that side {claimed})")
         if limits.allowed_symbols is not None and intent.symbol not in limits.allowed_symbols:
             raise OrderRefused("instrument", f"{intent.symbol} is not in the account's allowed symbols")
         instrument = limits.instruments.get(intent.symbol)
@@ -172,9 +180,7 @@ class RiskEngine:
                         last: Decimal) -> None:
         limits = self.limits
         # The worst case: this order and every open order on the same side all fill.
-        pending = account.pending.get(intent.symbol, ZERO)
-        same_side = pending if (pending > ZERO) == (signed > ZERO) else ZERO
-        after = position + signed + same_side
+        after = position + signed + account.pending_on_side(intent.symbol, intent.side)
         if limits.max_position_quantity is not None and abs(after) > limits.max_position_quantity:
             raise OrderRefused("max_position", f"the position in {intent.symbol} would be {after}; the limit "
                                                f"is {limits.max_position_quantity}")
