@@ -238,6 +238,14 @@ def test_a_restarted_engine_is_seeded_with_recent_order_times() -> None:
     risk.check(market(Side.BUY, "1"), account(), NOW + timedelta(seconds=0.5))
 
 
+def test_an_engine_for_one_check_counts_the_orders_placed_elsewhere_in_the_window() -> None:
+    counted = engine(max_orders_per_window=3, order_window_s=60.0)
+    counted.remember_count(2)
+    counted.check(market(Side.BUY, "1"), account(), NOW)                 # the third
+    error = refused(counted, market(Side.BUY, "1"), account())
+    assert error.rule == "order_rate" and "3 orders in the last 60 s" in error.detail
+
+
 def test_the_daily_loss_limit_stops_new_risk_once_reached() -> None:
     risk = engine(daily_loss_limit=D(1000))
     risk.check(market(Side.BUY, "1"), account(daily_pnl=D("-999.99")), NOW)

@@ -155,7 +155,7 @@ async def engine_for(session: AsyncSession, account: RiskAccount, now: datetime)
     limit = account.limits.max_orders_per_window
     if limit is not None:
         since = now - timedelta(seconds=account.limits.order_window_s)
-        engine.remember_orders(await store.recent_order_times(session, account.owner, since, limit))
+        engine.remember_count(await store.orders_placed_since(session, account.owner, since, limit))
     return engine
 
 

@@ -234,14 +234,13 @@ async def open_orders_of(session: AsyncSession, owner: UUID, account: str) -> Se
     return (await session.execute(stmt)).all()
 
 
-async def recent_order_times(session: AsyncSession, owner: UUID, since: datetime,
-                             limit: int) -> list[datetime]:
-    """When the owner's orders that passed risk (not denied) were placed since `since`, newest `limit`."""
-    stmt = (sa.select(orders.c.created_at)
-            .where(orders.c.owner_id == owner, orders.c.created_at > since,
-                   orders.c.status != OrderStatus.DENIED.value)
-            .order_by(orders.c.created_at.desc()).limit(limit))
-    return list((await session.execute(stmt)).scalars())
+async def orders_placed_since(session: AsyncSession, owner: UUID, since: datetime, limit: int) -> int:
+    """How many of the owner's orders passed risk (not denied) since `since`, counting up to `limit`."""
+    placed = (sa.select(orders.c.id)
+              .where(orders.c.owner_id == owner, orders.c.created_at > since,
+                     orders.c.status != OrderStatus.DENIED.value)
+              .limit(limit).subquery())
+    return int((await session.execute(sa.select(sa.func.count()).select_from(placed))).scalar_one())
 
 
 async def open_paper_orders(session: AsyncSession) -> Sequence[Record]:

@@ -107,6 +107,7 @@ class RiskEngine:
         self.limits = limits or RiskLimits()
         self.state = state
         self._recent: deque[datetime] = deque()
+        self._counted_in_window = 0
 
     def check(self, intent: OrderIntent, account: AccountView, now: datetime) -> None:
         """Raise OrderRefused naming the first rule the order breaks; record it in the rate window if not."""
@@ -206,15 +207,21 @@ class RiskEngine:
         recent = self._recent
         while recent and recent[0] <= window_start:
             recent.popleft()
-        if len(recent) >= limit:
+        placed = len(recent) + self._counted_in_window
+        if placed >= limit:
             window = self.limits.order_window_s
             raise OrderRefused("order_rate",
-                               f"{len(recent)} orders in the last {window:g} s; the limit is {limit}")
+                               f"{placed} orders in the last {window:g} s; the limit is {limit}")
         recent.append(now)
 
     def remember_orders(self, times: list[datetime]) -> None:
         """Seed the rate window (a restarted engine, a second replica) with recent order times."""
         self._recent = deque(sorted(times))
+
+    def remember_count(self, orders_in_window: int) -> None:
+        """For an engine built for one check: how many orders were placed within the window before it,
+        counted elsewhere (the database, across replicas) — a count is all the check needs."""
+        self._counted_in_window = orders_in_window
 
 
 def _money(value: Decimal) -> str:
