@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,29 +15,11 @@ import talib
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.slow
-PASSWORD = "a-long-enough-passphrase-7"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")
-def user(gateway: httpx.Client) -> dict[str, str]:
-    email = f"quant-{uuid.uuid4().hex[:10]}@example.com"
-    created = gateway.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
-    assert created.status_code == 201, created.text
-    tokens = gateway.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
-    return bearer(tokens["access_token"])
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every_s)
+def user(trading: Any) -> dict[str, str]:
+    return dict(trading.new_user("quant"))
 
 
 def test_the_bundled_spx_history_is_served_whole(gateway: httpx.Client, user: dict[str, str]) -> None:
@@ -54,7 +34,7 @@ def test_the_bundled_spx_history_is_served_whole(gateway: httpx.Client, user: di
     assert {"SPX", "NDX"} <= {s["symbol"] for s in symbols}
 
 
-def test_a_replay_feed_lands_in_the_warehouse(gateway: httpx.Client, admin: dict[str, str],
+def test_a_replay_feed_lands_in_the_warehouse(gateway: httpx.Client, admin: dict[str, str], trading: Any,
                                               user: dict[str, str]) -> None:
     alias = f"SPXR{uuid.uuid4().hex[:6].upper()}"
     started = gateway.post("/api/v1/feeds", headers=admin, json={
@@ -67,7 +47,7 @@ def test_a_replay_feed_lands_in_the_warehouse(gateway: httpx.Client, admin: dict
                         headers=user)
         return r.json()["bars"] if r.status_code == 200 and len(r.json()["bars"]) == 251 else []
 
-    bars = eventually(stored, timeout_s=60)
+    bars = trading.eventually(stored, timeout_s=60, every_s=0.5)
     assert len(bars) == 251, "the 251 trading days of 2018 should be stored under the replay's name"
     original = gateway.get("/api/v1/market/ohlcv", params={"symbol": "SPX", "timeframe": "1d", "limit": 251},
                            headers=user).json()["bars"]
@@ -137,7 +117,7 @@ def test_a_csv_with_one_bad_row_is_refused_whole(gateway: httpx.Client, user: di
 
 
 def test_an_admin_import_replays_from_the_warehouse(gateway: httpx.Client, admin: dict[str, str],
-                                                    user: dict[str, str]) -> None:
+                                                    trading: Any, user: dict[str, str]) -> None:
     symbol, alias = f"WH{uuid.uuid4().hex[:6].upper()}", f"WHR{uuid.uuid4().hex[:6].upper()}"
     bars = [{"time": f"2024-03-{day:02d}T00:00:00Z", "open": "10", "high": "11", "low": "9.5",
              "close": f"10.{day:02d}", "volume": "5"} for day in range(1, 21)]
@@ -153,7 +133,7 @@ def test_an_admin_import_replays_from_the_warehouse(gateway: httpx.Client, admin
         r = gateway.get("/api/v1/market/ohlcv", params={"symbol": alias, "timeframe": "1d"}, headers=user)
         return r.json()["bars"] if r.status_code == 200 and len(r.json()["bars"]) == 20 else []
 
-    stored = eventually(replayed, timeout_s=60)
+    stored = trading.eventually(replayed, timeout_s=60, every_s=0.5)
     assert [Decimal(b["close"]) for b in stored] == [Decimal(b["close"]) for b in bars]
 
 
