@@ -69,8 +69,9 @@ class LatestPrices:
         return {symbol: quote.last for symbol, quote in self._live.items()}
 
     async def on_ticks(self, event: Event) -> None:
+        # Every tick of every feed passes here: only the newest row of a batch is parsed.
         try:
-            batch = parse_ticks(event)
+            batch = parse_ticks(_newest_only(event, "ticks"))
         except ValueError as exc:
             _log.warning("malformed ticks ignored", error=str(exc)[:200])
             return
@@ -82,7 +83,7 @@ class LatestPrices:
 
     async def on_bars(self, event: Event) -> None:
         try:
-            batch = parse_bars(event)
+            batch = parse_bars(_newest_only(event, "bars"))
         except ValueError as exc:
             _log.warning("malformed bars ignored", error=str(exc)[:200])
             return
@@ -158,6 +159,19 @@ class LatestPrices:
             return None
         bar = bars[-1]
         return PriceQuote(symbol, Decimal(bar["close"]), _parse_time(bar["time"]), source="bar")
+
+
+def _newest_only(event: Event, rows_key: str) -> Event:
+    """The event with only its newest row (rows start with their time in ms); ValueError if malformed."""
+    data = event.data
+    rows = data.get(rows_key) if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return event
+    try:
+        newest = max(rows, key=lambda row: int(row[0]))
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"malformed {rows_key} rows: {exc!r}") from exc
+    return event.model_copy(update={"data": {**data, rows_key: [newest]}})
 
 
 def _decimal(value: object) -> Decimal | None:
