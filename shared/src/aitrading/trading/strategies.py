@@ -7,6 +7,7 @@ catalogue, so a strategy's `sma_10` is the one `/features` shows).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -67,8 +68,9 @@ class Crossover(Strategy):
     """Long-only on the crossing of two lines: enter when `line` crosses above `signal`, leave when it
     crosses below. Subclasses name the two catalogue indicators in `_lines`."""
 
+    @abstractmethod
     def _lines(self) -> tuple[str, str]:
-        raise NotImplementedError
+        """The catalogue names of the line and its signal."""
 
     def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
         line, signal = self._lines()

@@ -9,6 +9,7 @@ index past the bar being decided — so a strategy cannot look ahead.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,7 +74,7 @@ class BarContext:
         return []
 
 
-class Strategy:
+class Strategy(ABC):
     """Subclasses set `name`, `description`, `Params`, and implement `indicators` and `on_bar`."""
 
     name: ClassVar[str]
@@ -83,17 +84,18 @@ class Strategy:
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
 
+    @abstractmethod
     def indicators(self, frame: OhlcvFrame) -> dict[str, FloatArray]:
         """Causal columns aligned with `frame`, NaN while warming up."""
-        raise NotImplementedError
 
+    @abstractmethod
     def warmup(self) -> int:
         """Bars one decision needs, the bar decided on included: live trading decides on at least this many
         recent bars and gets what a decision over the whole history would give."""
-        raise NotImplementedError
 
+    @abstractmethod
     def on_bar(self, ctx: BarContext) -> list[OrderIntent]:
-        raise NotImplementedError
+        """The order intents of the bar `ctx.index`, which has just closed."""
 
     def decide_last(self, frame: OhlcvFrame, position: Decimal, symbol: str) -> list[OrderIntent]:
         """Live use: the intents for the last bar of `frame`."""
