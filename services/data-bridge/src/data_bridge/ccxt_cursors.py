@@ -21,7 +21,6 @@ noise of derived values such as a mid price. Markets with significant-digit prec
 
 from __future__ import annotations
 
-import math
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from aitrading.decimals import decimal_or_none
 from aitrading.market.bars import Bar, Tick
 from aitrading.market.timeframes import Timeframe
 
@@ -84,19 +84,9 @@ def quantum_of(precision: Any, mode: int) -> Decimal | None:
 
 def to_decimal(value: Any, quantum: Decimal | None = None) -> Decimal | None:
     """An exchange number (float, int or decimal text) as a Decimal, quantized when the step is known."""
-    if value is None or isinstance(value, bool):
+    number = decimal_or_none(value)
+    if number is None:
         return None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        number = Decimal(repr(value))
-    else:
-        try:
-            number = Decimal(str(value))
-        except InvalidOperation:
-            return None
-        if not number.is_finite():
-            return None
     if quantum is not None:
         # More digits than the decimal context holds: keep the exact value.
         with suppress(InvalidOperation):

@@ -32,7 +32,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -41,6 +41,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import structlog
 
+from aitrading.decimals import decimal_or_none
 from aitrading.trading.orders import Order, OrderStatus, OrderType, TimeInForce
 from trading_engine.venue_registry import Holding, VenueNotSupported, VenueRefused
 from trading_engine.venues import Execution, VenueAccount, VenueReport, VenueUnavailable
@@ -89,13 +90,8 @@ def rebase_urls(api: Any, base_url: str) -> Any:
 
 def _decimal(value: Any) -> Decimal | None:
     """ccxt's numbers (floats, or strings) as decimals: `49500.0` → `49500`, `0.001` → `0.001`."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    if not number.is_finite():
+    number = decimal_or_none(value)
+    if number is None:
         return None
     return number.quantize(Decimal(1)) if number == number.to_integral_value() else number
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +36,7 @@ import httpx
 import structlog
 
 from aitrading.client import CircuitOpen, ServiceClient
+from aitrading.decimals import decimal_or_none
 from aitrading.errors import DomainError, Unavailable, UpstreamTimeout
 from aitrading.service_tokens import ServiceTokens
 from aitrading.trading.orders import Order, OrderStatus, OrderType, TimeInForce
@@ -110,13 +111,9 @@ def order_message(account: VenueAccount, order: Order) -> dict[str, Any]:
 
 
 def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() and number > 0 else None
+    """A positive number from the terminal's answer, else None."""
+    number = decimal_or_none(value)
+    return number if number is not None and number > 0 else None
 
 
 def _ticket(value: Any) -> int:
